@@ -1,0 +1,45 @@
+"""The `kexa` command: one sub-command per stage, each a thin shell over library functions.
+
+Sub-commands are dispatched lazily (`kexa pretrain …` imports only the training stack): each
+entry of COMMANDS names a module exposing `main(argv: list[str]) -> int | None`.
+
+    kexa info --preset k-exaone-236b --json
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with main(argv), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("kexa.model.info", "parameter counts of a preset or model folder (meta device)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: kexa <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "run `kexa <command> --help` for the options of one command"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"kexa: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except KeyboardInterrupt:
+        print("\nkexa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The K-EXAONE network: pure modules (no optimiser, no parallelism, no inference loop)."""

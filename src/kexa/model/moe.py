@@ -1,0 +1,144 @@
+"""Fine-grained MoE: sigmoid router with a selection-only expert bias, dropless grouped experts,
+one shared expert, and the sequence-level balance statistics the trainer needs.
+
+Router, per token, in fp32 end to end (reference §3, DeepSeek-V3 §2.1.2):
+    s = sigmoid(x W_r^T)                    affinities, (N, E)
+    c = s + b                               b = e_score_correction_bias: used ONLY to choose experts;
+                                            it takes no gradient and is moved by the trainer's
+                                            aux-loss-free update (b_i += gamma * sign(mean load - load_i))
+    (group-limited: keep topk_group groups by the sum of their top-2 c; a no-op for n_group = 1)
+    idx = topk(c, k);  w = s[idx] / sum(s[idx]) * routed_scaling_factor   (un-biased scores weigh)
+Experts are SwiGLU; their outputs are weighted, summed in fp32 and cast once (HF's grouped_mm
+numerics). Dropless: every (token, expert) assignment is computed — tokens are sorted by expert and
+each expert runs one matmul over all of its tokens (`torch._grouped_mm` when present, else one
+matmul per expert that received tokens). There is no capacity factor and no Python loop over tokens.
+
+Sequence-level balance loss (DeepSeek-V3 eq. 17-20), per sequence of T tokens:
+    f_i = E / (k T) * #tokens routed to i,   P_i = mean_t s_it / sum_j s_jt,   L = sum_i f_i P_i
+averaged over sequences; equals 1 under perfect balance. The model's loss() multiplies it by alpha.
+
+Shape legend: B batch, T tokens, N = B*T tokens, E experts, k experts per token, C hidden, I expert width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .layers import SwiGLU
+
+HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
+
+
+class Router(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.top_k, self.n_experts = config.num_experts_per_tok, config.num_experts
+        self.n_group, self.topk_group = config.n_group, config.topk_group
+        self.norm_topk_prob, self.scale = config.norm_topk_prob, config.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
+        self.register_buffer("e_score_correction_bias", torch.zeros(config.num_experts))
+
+    def _apply(self, fn, recurse=True):
+        # Router weight and bias stay fp32 whatever the model dtype (HF `_keep_in_fp32_modules_strict`):
+        # gamma = 1e-4 bias steps would vanish in bf16, and near-tie expert choices would flip.
+        super()._apply(fn, recurse)
+        if self.weight.dtype != torch.float32 and self.weight.is_floating_point():
+            self.weight.data = self.weight.data.float()
+        if self.e_score_correction_bias.dtype != torch.float32:
+            self.e_score_correction_bias = self.e_score_correction_bias.float()
+        return self
+
+    def forward(self, x: torch.Tensor):
+        """x (N, C) -> scores (N, E) fp32, topk_idx (N, k), topk_weight (N, k) fp32."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            scores = F.linear(x.float(), self.weight.float()).sigmoid()  # (N, E)
+        choice = scores.detach() + self.e_score_correction_bias  # selection only: no gradient path
+        if self.n_group > 1:
+            N = x.shape[0]
+            grouped = choice.view(N, self.n_group, -1)  # (N, G, E/G)
+            group_score = grouped.topk(2, dim=-1).values.sum(-1)  # (N, G)
+            keep = torch.zeros_like(group_score, dtype=torch.bool)
+            keep.scatter_(1, group_score.topk(self.topk_group, dim=-1).indices, True)
+            choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(N, -1)
+        idx = choice.topk(self.top_k, dim=-1, sorted=False).indices  # (N, k)
+        w = scores.gather(1, idx)  # (N, k), un-biased affinities
+        if self.norm_topk_prob:
+            w = w / (w.sum(-1, keepdim=True) + 1e-20)
+        return scores, idx, w * self.scale
+
+
+def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Rows of x sorted by expert; w (E, out, in). Returns x_e @ w_e^T for each expert's rows."""
+    if w.dtype != x.dtype:  # autocast does not cover _grouped_mm: follow the activation dtype
+        w = w.to(x.dtype)
+    if HAS_GROUPED_MM and x.shape[0] > 0:
+        return torch._grouped_mm(x, w.transpose(-2, -1), offs=offsets)
+    out = x.new_empty(x.shape[0], w.shape[1])
+    start = 0
+    for e, n in enumerate(counts.tolist()):  # fallback: one matmul per expert that has tokens
+        if n:
+            out[start:start + n] = x[start:start + n] @ w[e].T
+        start += n
+    return out
+
+
+class Experts(nn.Module):
+    """E routed SwiGLU experts stored as 3-D stacks (HF transformers-5 layout): gate rows, then up rows."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        E, C, I = config.num_experts, config.hidden_size, config.moe_intermediate_size
+        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, C))
+        self.down_proj = nn.Parameter(torch.empty(E, C, I))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor):
+        """x (N, C), idx/weight (N, k) -> (N, C) and the per-expert token counts (E,)."""
+        N, k = idx.shape
+        E = self.gate_up_proj.shape[0]
+        flat = idx.reshape(-1)  # (N*k,)
+        order = flat.argsort(stable=True)  # assignments grouped by expert
+        token = order // k  # token of each sorted assignment
+        counts = torch.bincount(flat, minlength=E)  # (E,)
+        offsets = counts.cumsum(0).to(torch.int32)
+        h = grouped_matmul(x[token], self.gate_up_proj, counts, offsets)  # (N*k, 2I)
+        gate, up = h.chunk(2, dim=-1)
+        y = grouped_matmul(F.silu(gate) * up, self.down_proj, counts, offsets)  # (N*k, C)
+        y = y.float() * weight.reshape(-1)[order, None]  # fp32 weighting and sum, cast once
+        out = torch.zeros(N, x.shape[1], dtype=torch.float32, device=x.device).index_add_(0, token, y)
+        return out.to(x.dtype), counts
+
+
+class MoE(nn.Module):
+    """Routed experts + shared expert (added without a gate)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate = Router(config)  # HF name: the router lives at `mlp.gate`
+        self.experts = Experts(config)
+        self.shared_experts = (SwiGLU(config.hidden_size, config.moe_intermediate_size * config.num_shared_experts)
+                               if config.num_shared_experts else None)
+
+    def forward(self, x: torch.Tensor, with_balance: bool = False):
+        """x (B, T, C) -> out (B, T, C), expert loads (E,), balance term (scalar or None)."""
+        B, T, C = x.shape
+        scores, idx, w = self.gate(x.reshape(-1, C))
+        routed, loads = self.experts(x.reshape(-1, C), idx, w)
+        out = routed.view(B, T, C)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        balance = sequence_balance_loss(scores, idx, B) if with_balance else None
+        return out, loads, balance
+
+
+def sequence_balance_loss(scores: torch.Tensor, idx: torch.Tensor, batch: int) -> torch.Tensor:
+    """DeepSeek-V3 sequence-wise balance term: mean over sequences of sum_i f_i P_i (1.0 if balanced)."""
+    N, E = scores.shape
+    k = idx.shape[1]
+    T = N // batch
+    p = (scores / scores.sum(-1, keepdim=True)).view(batch, T, E).mean(1)  # (B, E)
+    picked = torch.zeros_like(scores).scatter_(1, idx, 1.0).view(batch, T, E)
+    f = picked.sum(1) * (E / (k * T))  # (B, E)
+    return (f * p).sum(-1).mean()
