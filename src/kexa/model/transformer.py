@@ -194,7 +194,8 @@ class KExaone(nn.Module):
         from .hf import load_pretrained
         return load_pretrained(cls, path, dtype=dtype, device=device)
 
-    def save_pretrained(self, path: str | Path, max_shard_bytes: int = 5 * 2**30, per_expert: bool = False) -> None:
+    def save_pretrained(self, path: str | Path, max_shard_bytes: int = 5 * 2**30, per_expert: bool = True) -> None:
+        """Write config.json + safetensors in the official layout (per_expert=False: fused 3-D experts)."""
         from .hf import save_pretrained
         save_pretrained(self, path, max_shard_bytes=max_shard_bytes, per_expert=per_expert)
 
