@@ -158,7 +158,7 @@ def load_pretrained(cls, path, dtype: torch.dtype | None = None, device="cpu"):
         expected.pop("lm_head.weight", None)
 
     plan: dict[str, list[tuple[str, int | None, str | None]]] = {}  # kexa name -> pieces
-    unexpected, misshaped = [], []
+    unexpected, misshaped, misshaped_names = [], [], set()
     for key, (_, shape) in found.items():
         name, expert, part = to_kexa_key(key)
         if name not in expected:
@@ -170,11 +170,14 @@ def load_pretrained(cls, path, dtype: torch.dtype | None = None, device="cpu"):
             unexpected.append(key)
         elif shape != want:
             misshaped.append(f"{key}: checkpoint {shape} vs model {want}")
+            misshaped_names.add(name)
         else:
             plan.setdefault(name, []).append((key, expert, part))
     missing = []
     for name, shape in expected.items():
         pieces = plan.get(name, [])
+        if name in misshaped_names:
+            continue
         if name.endswith("experts.gate_up_proj"):
             have = {(e, p) for _, e, p in pieces}
             whole = any(e is None for _, e, _ in pieces)
