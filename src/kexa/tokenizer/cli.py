@@ -1,0 +1,126 @@
+"""`kexa tokenizer …`: train, stats, encode, decode.
+
+    kexa tokenizer train --input corpus.txt --vocab-size 16384 --out runs/tok [--plain] [--rule kexaone]
+    kexa tokenizer stats --tokenizer runs/tok --input cache/corpus/ko/heldout.txt --json
+    kexa tokenizer encode --tokenizer runs/tok --text "안녕하세요"
+    kexa tokenizer decode --tokenizer runs/tok --ids 1234 567
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .textfiles import expand, iter_documents
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kexa tokenizer", description="SuperBPE tokenizer: train, inspect, use")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train SuperBPE (default) or plain BPE")
+    t.add_argument("--input", nargs="+", required=True, help="text files or folders (.txt/.jsonl/.parquet)")
+    t.add_argument("--vocab-size", type=int, required=True, help="final vocabulary, reserved specials included")
+    t.add_argument("--out", required=True, help="output folder (tokenizer.json, tokenizer_config.json, …)")
+    t.add_argument("--plain", action="store_true", help="ordinary BPE with the same pre-processing")
+    t.add_argument("--transition", type=float, default=None,
+                   help="stage-1 vocabulary: a size (>1) or a fraction of --vocab-size (default 0.5)")
+    t.add_argument("--rule", choices=["superbpe", "kexaone"], default="superbpe",
+                   help="stage-2 boundary rule: SuperBPE's (default) or K-EXAONE's released pre-tokenizer")
+    t.add_argument("--max-words", type=int, default=4, help="max words per superword token (0 = no cap)")
+    t.add_argument("--min-frequency", type=int, default=2)
+    t.add_argument("--utf8-errors", choices=["strict", "replace"], default="strict",
+                   help="invalid UTF-8 in inputs: fail with the offset (default) or replace with U+FFFD")
+    t.add_argument("--json", action="store_true", help="print a JSON summary last")
+
+    s = sub.add_parser("stats", help="bytes per token and tokens per word of files")
+    s.add_argument("--tokenizer", required=True)
+    s.add_argument("--input", nargs="+", required=True,
+                   help="files/folders; a corpus folder (with manifest.json) gives one row per domain")
+    s.add_argument("--split", default="heldout", help="split to read from a corpus folder")
+    s.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("encode", help="print the token ids of a text")
+    e.add_argument("--tokenizer", required=True)
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text")
+    src.add_argument("--file")
+    e.add_argument("--tokens", action="store_true", help="also print the token strings")
+
+    d = sub.add_parser("decode", help="print the text of token ids")
+    d.add_argument("--tokenizer", required=True)
+    d.add_argument("--ids", nargs="+", type=int, required=True)
+    d.add_argument("--skip-special", action="store_true")
+    return p
+
+
+def _stats_inputs(inputs: list[str], split: str) -> dict[str, list[Path]]:
+    """name -> files; corpus folders (manifest.json) expand to one entry per domain."""
+    groups: dict[str, list[Path]] = {}
+    for item in map(Path, inputs):
+        manifest = item / "manifest.json"
+        if item.is_dir() and manifest.exists():
+            info = json.loads(manifest.read_text("utf-8"))
+            for domain, entry in info["domains"].items():
+                groups[domain] = [item / entry["files"][split]["txt"]]
+        else:
+            groups[item.name] = expand([item])
+    return groups
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from .tokenizer import Tokenizer
+
+    if args.cmd == "train":
+        from .train import DEFAULT_TRANSITION, train_bpe, train_superbpe
+
+        t0 = time.perf_counter()
+        if args.plain:
+            tok = train_bpe(args.input, args.vocab_size, rule=args.rule, min_frequency=args.min_frequency,
+                            errors=args.utf8_errors)
+        else:
+            tr = DEFAULT_TRANSITION if args.transition is None else args.transition
+            tr = int(tr) if tr > 1 else float(tr)
+            tok = train_superbpe(args.input, args.vocab_size, transition=tr, rule=args.rule,
+                                 max_words=args.max_words or None, min_frequency=args.min_frequency,
+                                 errors=args.utf8_errors)
+        out = tok.save_pretrained(args.out)
+        summary = {"out": str(out), "vocab_size": tok.vocab_size, "seconds": round(time.perf_counter() - t0, 2),
+                   **{k: v for k, v in tok.meta.items() if k != "vocab_size"}}
+        print(json.dumps(summary) if args.json else f"wrote {out}/tokenizer.json: {summary}")
+        return 0
+
+    tok = Tokenizer.from_pretrained(args.tokenizer)
+    if args.cmd == "stats":
+        rows = {}
+        for name, files in _stats_inputs(args.input, args.split).items():
+            rows[name] = tok.stats(doc for f in files for doc in iter_documents(f))
+        if len(rows) > 1:
+            total = {k: sum(r[k] for r in rows.values()) for k in ("bytes", "tokens", "words")}
+            total["bytes_per_token"] = total["bytes"] / max(total["tokens"], 1)
+            total["tokens_per_word"] = total["tokens"] / max(total["words"], 1)
+            rows["all"] = total
+        if args.json:
+            print(json.dumps({"tokenizer": args.tokenizer, "vocab_size": tok.vocab_size, "inputs": rows}))
+        else:
+            print(f"{'input':<16}{'bytes':>12}{'tokens':>12}{'bytes/token':>13}{'tokens/word':>13}")
+            for name, r in rows.items():
+                print(f"{name:<16}{r['bytes']:>12}{r['tokens']:>12}{r['bytes_per_token']:>13.3f}{r['tokens_per_word']:>13.3f}")
+        return 0
+    if args.cmd == "encode":
+        text = args.text if args.text is not None else Path(args.file).read_text("utf-8")
+        ids = tok.encode(text)
+        print(" ".join(map(str, ids)))
+        if args.tokens:
+            print(" ".join(repr(tok.decode([i])) for i in ids))
+        return 0
+    if args.cmd == "decode":
+        sys.stdout.write(tok.decode(args.ids, skip_special_tokens=args.skip_special) + "\n")
+        return 0
+    return 2
