@@ -1,0 +1,257 @@
+"""Distributed training setup: process group and device mesh from `torchrun`, and `parallelize()`,
+which applies expert parallelism, activation checkpointing and FSDP2 to a KExaone from outside.
+
+Launch (CPU, gloo; NCCL is chosen automatically when CUDA is present):
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node=2 -m kexa.cli pretrain --config configs/tiny.toml ...
+
+Mesh. `init_distributed(ep_size)` builds a 2-D mesh ("dp_mod_ep", "ep") of shape
+(world / ep_size, ep_size) and flattens it into "dp" (every rank: the data-parallel dimension);
+it returns the three as a `Mesh`. Each rank reads its own slice of the global batch (rank r of
+`world()`); with ep_size = 1 there is only the 1-D "dp" mesh.
+
+`parallelize()` follows torchtitan's order (parallelize_deepseekv3):
+    1. EP     expert stacks sharded on dim 0 over "ep"; tokens exchanged by all-to-all
+              (expert_parallel.py). EP lives *inside* DP (DeepSeek style): the ep ranks are also
+              data ranks, each with its own tokens.
+    2. AC     per decoder layer (the model's own `activation_checkpointing` switch)
+    3. FSDP2  `fully_shard` on each router (under bf16 only: kept fp32), on each EP expert group
+              (over "dp_mod_ep", the ranks that hold the SAME experts), on each decoder layer and the
+              MTP block, then on the root (embeddings, final norm, head) — all over "dp".
+Gradients: FSDP2 averages over "dp" by its divide factor. Expert gradients already sum the
+tokens of all ep ranks (all-to-all backward), so their FSDP group (over "dp_mod_ep" only) gets the
+same divide factor, the full dp size (torchtitan does the same); when "dp_mod_ep" has one rank
+FSDP has nothing to shard, the experts are left out of FSDP and a gradient hook divides instead.
+
+Router numerics: the router weight stays fp32 under a bf16 `MixedPrecisionPolicy` (its own FSDP
+group with an fp32 policy; reference: HF `_keep_in_fp32_modules_strict`, DeepSeek-V3 §3.3), and
+`e_score_correction_bias` is a buffer: FSDP2 does not shard buffers, so each rank holds a full copy.
+`parallelize()` broadcasts parameters and buffers from rank 0 first; the trainer then keeps the
+bias replicated by updating it from all-reduced expert loads (same inputs -> same update on every
+rank); `buffers_in_sync()` checks that.
+
+Checkpoints: `full_state_dict()` gathers the full (unsharded) tensors to rank 0's CPU and
+`save_full_pretrained()` writes them as the HF folder through `model.save_pretrained` there.
+
+Not launched by torchrun (no WORLD_SIZE): `init_distributed()` returns None and every helper
+degrades to the single-process answer, so the trainer needs no branches.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from ..model.moe import Router
+from ..model.transformer import KExaone
+from .expert_parallel import apply_expert_parallel
+
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "fp32": torch.float32, "float32": torch.float32}
+
+
+# ---------------------------------------------------------------------------------- process group
+@dataclass(frozen=True)
+class Mesh:
+    """The device meshes of one job. dp: every rank (data parallel, FSDP2); ep: the ranks that
+    split one layer's experts; dp_mod_ep: the ranks holding the same experts (FSDP of experts)."""
+    dp: DeviceMesh
+    ep: DeviceMesh | None = None
+    dp_mod_ep: DeviceMesh | None = None
+
+    @property
+    def ep_size(self) -> int:
+        return self.ep.size() if self.ep is not None else 1
+
+
+def init_distributed(ep_size: int = 1, backend: str | None = None,
+                     timeout: timedelta = timedelta(minutes=10)) -> Mesh | None:
+    """Join the torchrun job (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and build the meshes.
+    Returns None when not launched by torchrun. gloo on CPU, NCCL when CUDA is available."""
+    if "WORLD_SIZE" not in os.environ:
+        if ep_size != 1:
+            raise ValueError(f"ep_size={ep_size} needs a torchrun launch with at least {ep_size} processes")
+        return None
+    world = int(os.environ["WORLD_SIZE"])
+    if ep_size < 1 or world % ep_size:
+        raise ValueError(f"ep_size ({ep_size}) must divide the number of processes ({world})")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    backend = backend or ("nccl" if cuda else "gloo")
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timeout)
+    device = "cuda" if cuda else "cpu"
+    if ep_size == 1:
+        return Mesh(dp=init_device_mesh(device, (world,), mesh_dim_names=("dp",)))
+    root = init_device_mesh(device, (world // ep_size, ep_size), mesh_dim_names=("dp_mod_ep", "ep"))
+    # one root, so FSDP2 can compose its "dp_mod_ep" sharding with the experts' "ep" DTensors
+    return Mesh(dp=root._flatten("dp"), ep=root["ep"], dp_mod_ep=root["dp_mod_ep"])
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """Rank 0 logs, saves checkpoints and draws plots."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In-place sum over all ranks (e.g. expert loads for the bias update); returns t."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """In-place mean over all ranks (e.g. the logged loss); returns t."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t.div_(dist.get_world_size())
+    return t
+
+
+# ---------------------------------------------------------------------------------- parallelize
+def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing: bool = False,
+                mixed_precision: str | torch.dtype | None = None,
+                reshard_after_forward: bool = True) -> nn.Module:
+    """Apply EP (when the mesh has an "ep" dim > 1) -> activation checkpointing -> FSDP2, in place.
+
+    mixed_precision: None (parameters compute in their stored dtype) or "bf16"/torch.bfloat16:
+    FSDP2 all-gathers bf16 copies for compute and reduces gradients in fp32 (master weights stay
+    fp32 in the optimiser); routers stay fp32 throughout. With mesh None (single process) only
+    activation checkpointing applies. Returns the model (same object, now an FSDPModule)."""
+    model.activation_checkpointing = activation_checkpointing
+    if mesh is None:
+        return model
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError("parallelize() needs materialised weights (it syncs them from rank 0); "
+                         "build the model on CPU/GPU or load a checkpoint first")
+    dp = mesh.dp
+    device = torch.device("cuda", torch.cuda.current_device()) if dp.device_type == "cuda" else torch.device("cpu")
+    model.to(device)
+    sync_from_rank0(model)
+    param_dtype = DTYPES[mixed_precision] if isinstance(mixed_precision, str) else mixed_precision
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+
+    experts: list[nn.Module] = []
+    if mesh.ep_size > 1:
+        experts = apply_expert_parallel(model, mesh.ep)
+    ignored: set[nn.Parameter] = set()
+    for module in experts:
+        if mesh.dp_mod_ep.size() > 1:
+            fully_shard(module, mesh=mesh.dp_mod_ep, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+            module.set_gradient_divide_factor(float(dp.size()))
+        else:  # nothing to shard: keep the ep-sharded DTensors out of FSDP and divide here
+            for p in module.parameters():
+                p.register_hook(lambda g, n=float(dp.size()): g / n)
+                ignored.add(p)
+
+    if param_dtype not in (None, torch.float32):  # routers compute from fp32 weights: their own group
+        for module in model.modules():
+            if isinstance(module, Router):
+                fully_shard(module, mesh=dp, mp_policy=fp32, reshard_after_forward=reshard_after_forward)
+    blocks = list(model.model.layers) + (list(model.mtp.layers) if getattr(model, "mtp", None) is not None else [])
+    for block in blocks:
+        fully_shard(block, mesh=dp, mp_policy=policy, reshard_after_forward=reshard_after_forward,
+                    ignored_params=ignored or None)
+    if getattr(model, "mtp", None) is not None:
+        fully_shard(model.mtp, mesh=dp, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    # the root keeps its parameters gathered after forward: backward starts with them (torchtitan)
+    fully_shard(model, mesh=dp, mp_policy=policy, reshard_after_forward=False, ignored_params=ignored or None)
+    return model
+
+
+@torch.no_grad()
+def sync_from_rank0(model: nn.Module) -> None:
+    """Broadcast every parameter and buffer from rank 0, so ranks agree whatever their init."""
+    if not dist.is_initialized():
+        return
+    for t in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+@torch.no_grad()
+def buffers_in_sync(model: nn.Module, atol: float = 0.0) -> bool:
+    """True if every buffer (the routers' e_score_correction_bias) is equal on all ranks."""
+    if not dist.is_initialized():
+        return True
+    ok = torch.ones(1)
+    for b in model.buffers():
+        b = b.detach().float()
+        lo, hi = b.clone(), b.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if (hi - lo).abs().max() > atol:
+            ok.zero_()
+    return bool(ok.item())
+
+
+# ---------------------------------------------------------------------------------- gradients
+@torch.no_grad()
+def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
+    """Global gradient-norm clipping that also works when parameters live on different meshes
+    (FSDP over "dp" and EP experts over "ep"/"dp_mod_ep"), where torch's foreach clip cannot mix them.
+    Returns the total norm before clipping (fp32 scalar, identical on every rank)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    squares = torch.zeros((), dtype=torch.float32, device=grads[0].device)
+    by_mesh: dict[object, list[torch.Tensor]] = {}
+    for g in grads:
+        by_mesh.setdefault(g.device_mesh if isinstance(g, DTensor) else None, []).append(g)
+    for mesh, group in by_mesh.items():
+        sq = sum(g.float().pow(2).sum() for g in group)  # DTensor: a Partial sum over its shards
+        squares += sq.full_tensor() if isinstance(sq, DTensor) else sq
+    total = squares.sqrt()
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return total
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded CPU state dict (parameters + persistent buffers) on rank 0; {} on other ranks.
+    Collective: every rank must call it."""
+    if not isinstance(model, FSDPModule) and not any(isinstance(p, DTensor) for p in model.parameters()):
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()} if is_main() else {}
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_full_pretrained(model: nn.Module, path: str | Path, **kwargs) -> None:
+    """Gather the model to rank 0 and write the HF folder there (`model.save_pretrained`, atomic
+    files). Collective; ranks leave together after the write."""
+    state = full_state_dict(model)
+    if is_main():
+        with torch.device("meta"):  # a plain twin without storage; the gathered tensors are assigned
+            plain = KExaone(model.config)
+        plain.load_state_dict(state, assign=True)
+        plain.save_pretrained(path, **kwargs)
+    barrier()
