@@ -1,0 +1,370 @@
+"""The training loop shared by every recipe stage: one readable optimiser step, checkpoints, resume.
+
+    for each optimiser step s:
+        lr = base_lr * WSD(s)                                   (schedule.py; Muon and AdamW groups alike)
+        repeat grad_accum times:                                (micro-batches from the packed loader)
+            with autocast(bf16): out = model(x); loss = CE + 0.05 MTP-CE + 1e-4 balance   (model.loss)
+            (loss / grad_accum).backward();  loads += out.expert_loads
+        grad_norm = clip(global grad norm, 1.0)
+        if loss and grad_norm are finite: optimiser steps; expert biases += gamma sign(mean - load)
+        else: skip the step (zero grads), count it; abort after K in a row (last good checkpoint kept)
+        log one line to metrics.jsonl (+ the progress bar); evaluate / save on their cadence
+SIGINT/SIGTERM set a flag; the loop finishes the current step, saves a checkpoint and returns.
+
+Stages reuse `train()`: pre-training calls it with the recipe's data; context extension
+(`kexa extend`) calls it with another mixture / seq_len and `init_from=` a previous model folder.
+Data arrives as a `TrainData` (token sources and an optional tokenizer), so callers that build
+their own shards (tests, benchmarks, later stages) skip `prepare.py`.
+
+Exact resume: the checkpoint holds weights (fp32 safetensors, expert biases included), optimiser
+states, the loader's generator and cursors, the torch RNG and the step; metrics.jsonl is truncated
+to the checkpoint's step. On CPU in one process the resumed loss sequence equals the uninterrupted
+one bitwise (tests/test_train_resume.py).
+
+Distributed (torchrun, WORLD_SIZE set): `parallel.init_distributed` + `parallel.parallelize`
+(FSDP2, optional expert parallelism) from the parallel module; each rank reads its slice of the
+global batch (the loader shards by rank); expert loads, losses and the non-finite flag are
+all-reduced, so every rank takes the same decision and the same bias update; rank 0 alone logs,
+draws the progress bar and writes files.
+
+    python -c "from kexa.train.loop import train; help(train)"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..data.loader import Curriculum, PackedLoader, Stage, heldout_batches
+from ..data.shards import TokenShards
+from ..model.hf import CheckpointError
+from ..model.transformer import KExaone
+from . import checkpoint as ckpt
+from .balance import BiasBalancer, max_violation
+from .optim import build_optimizers
+from .recipe import Recipe, RecipeError, resume_mismatches
+from .schedule import set_lr
+
+METRICS = "metrics.jsonl"
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive optimiser steps with a non-finite loss or gradient norm."""
+
+
+@dataclass
+class TrainData:
+    train: dict[str, TokenShards]  # source -> training shards
+    heldout: dict[str, TokenShards] = field(default_factory=dict)  # source -> held-out shards
+    tokenizer: Any = None  # saved beside the model (save_pretrained) when given
+    vocab_size: int | None = None  # overrides the preset's vocabulary (the tokenizer's size)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # optimiser steps completed
+    last_loss: float
+    interrupted: str | None  # "SIGINT" / "SIGTERM" when stopped by a signal
+    skipped_steps: int
+    model_dir: Path | None  # RUN/model (None when interrupted)
+    history: list[dict] = field(default_factory=list)  # this call's metrics lines
+
+
+# ---------------------------------------------------------------------------- precision / device
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("train.device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, dtype: str):
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    if dtype != "bf16":
+        raise RecipeError(f"train.dtype must be 'bf16' or 'fp32', got {dtype!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def enable_fp8(model: nn.Module, device: torch.device) -> None:
+    """torchao float8 training for the nn.Linear layers (reference §9); refuses cleanly without SM89+."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        where = "no CUDA device" if device.type != "cuda" else f"compute capability {torch.cuda.get_device_capability(device)}"
+        raise RecipeError(f"train.fp8 needs an NVIDIA GPU with compute capability >= 8.9 (Ada/Hopper); found {where}. "
+                          f"Set train.fp8 = false (bf16 autocast is used then).")
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except ImportError as e:
+        raise RecipeError("train.fp8 needs torchao: pip install 'kexa[fp8]'") from e
+
+    def keep(module: nn.Module, fqn: str) -> bool:
+        # head and MTP projection stay bf16 (DeepSeek-V3 FP8 recipe); FP8 GEMMs need dims % 16 == 0.
+        # Routers are not nn.Linear and expert stacks are 3-D parameters: both stay in bf16/fp32.
+        return (isinstance(module, nn.Linear) and fqn != "lm_head" and not fqn.startswith("mtp.fc")
+                and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+
+    convert_to_float8_training(model, module_filter_fn=keep, config=Float8LinearConfig.from_recipe_name("tensorwise"))
+
+
+# ---------------------------------------------------------------------------- distributed glue
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if world()[1] > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+class StopFlag:
+    """SIGINT/SIGTERM handler: remember the signal; the loop saves and returns after this step."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------- model / state
+def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None) -> KExaone:
+    if init_from is not None:
+        source = KExaone.from_pretrained(init_from)
+        overrides = {k: v for k, v in recipe.model.items() if k != "preset"}
+        model = KExaone(source.config.replace(**overrides))
+        model.load_state_dict(source.state_dict())
+        return model
+    torch.manual_seed(recipe.train.seed)
+    return KExaone(recipe.model_config(data.vocab_size))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str) -> dict[str, float]:
+    """Token-weighted held-out CE (overall and per source) and MaxVio_global over the whole pass."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, list[float]] = {}
+    loads = None
+    try:
+        for name, x, y in batches:
+            x, y = x.to(device), y.to(device)
+            with autocast(device, dtype):
+                out = model(x, compute_mtp=False)
+            valid = int((y != -100).sum())
+            ce = torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), y.flatten(), ignore_index=-100,
+                                                   reduction="sum")
+            s = sums.setdefault(name, [0.0, 0])
+            s[0], s[1] = s[0] + float(ce), s[1] + valid
+            if out.expert_loads is not None:
+                loads = out.expert_loads.float() if loads is None else loads + out.expert_loads.float()
+    finally:
+        model.train(was_training)
+    names = sorted(sums)
+    totals = all_reduce_sum(torch.tensor([[sums[n][0], sums[n][1]] for n in names], dtype=torch.float64))
+    metrics = {f"val_loss/{n}": float(t[0] / max(t[1], 1)) for n, t in zip(names, totals)}
+    metrics["val_loss"] = float(totals[:, 0].sum() / totals[:, 1].sum().clamp_min(1))
+    if loads is not None:
+        metrics["maxvio_global"] = float(max_violation(all_reduce_sum(loads)).mean())
+    return metrics
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after `step` (they came after the checkpoint we resume from)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+# ---------------------------------------------------------------------------- the loop
+def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool = False,
+          init_from: str | Path | None = None, model: KExaone | None = None, quiet: bool = False,
+          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+    """Run (or resume) the recipe's optimiser steps in `run_dir`; see the module docstring.
+
+    init_from: an HF model folder to start from (later stages); model: a ready model for a fresh
+    run (tests, benchmarks); on_step(metrics) is called after every logged step."""
+    run_dir = Path(run_dir)
+    tc, dc = recipe.train, recipe.data
+    device = resolve_device(tc.device)
+    from . import parallel  # FSDP2 / expert parallelism live there (owned by the distributed stage)
+    mesh = parallel.init_distributed(ep_size=tc.ep_size)
+    rank, world_size = world()
+    main = rank == 0
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    resume_from = None
+    if resume:
+        resume_from = ckpt.latest_checkpoint(run_dir)
+        if resume_from is None:
+            raise CheckpointError(f"--resume: no valid checkpoint in {ckpt.checkpoint_dir(run_dir)}")
+        problems = resume_mismatches(ckpt.load_recipe_dict(resume_from), recipe.to_dict())
+        if problems:
+            raise RecipeError(f"cannot resume from {resume_from}: the recipe differs in\n  " + "\n  ".join(problems)
+                              + "\n(use a new --run-dir, or the original recipe)")
+        model = KExaone.from_pretrained(resume_from / ckpt.MODEL)
+    elif model is None:
+        model = build_model(recipe, data, init_from)
+    if resume_from is None and main and ckpt.list_checkpoints(run_dir):
+        raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --run-dir")
+
+    model.to(device)
+    if tc.fp8:
+        enable_fp8(model, device)
+    model = parallel.parallelize(model, mesh, activation_checkpointing=tc.activation_checkpointing)
+    model.train()
+    optimizers = build_optimizers(model, recipe.optim)
+    balancer = BiasBalancer(model, recipe.balance)
+    stages = recipe.curriculum or [Stage("main", 1.0, dc.weights or {n: 1.0 for n in data.train})]
+    loader = PackedLoader(data.train, dc.seq_len, dc.batch_size, Curriculum(stages, tc.steps, list(data.train)),
+                          seed=tc.seed, rank=rank, world_size=world_size, micro_per_step=dc.grad_accum)
+    eval_set = heldout_batches(data.heldout, dc.seq_len, dc.batch_size, dc.eval_batches, rank, world_size)
+
+    step, skipped, tokens_seen = 0, 0, 0
+    if resume_from is not None:
+        state = ckpt.load_train_state(resume_from)
+        ckpt.load_optimizer_states(model, optimizers, state["optimizers"])
+        loader.load_state_dict(state["loader"])
+        ckpt.set_rng_state(state["rng"])
+        step, skipped, tokens_seen = state["step"], state["skipped"], state["tokens"]
+        if main:
+            truncate_metrics(run_dir / METRICS, step)
+    elif main:
+        (run_dir / METRICS).unlink(missing_ok=True)  # a fresh run starts a fresh log
+
+    def save(at: int) -> Path | None:
+        state = {"loader": loader.state_dict(), "skipped": skipped, "tokens": tokens_seen}
+        return ckpt.save_checkpoint(run_dir, at, model, optimizers, state, recipe.to_dict(), tc.keep_last)
+
+    bar = None
+    if main and not quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=tc.steps, initial=step, desc=f"pretrain {run_dir.name}", dynamic_ncols=True, unit="step")
+    params = [p for p in model.parameters() if p.requires_grad]
+    history: list[dict] = []
+    bad_in_row, last_loss, interrupted = 0, float("nan"), None
+    log = open(run_dir / METRICS, "a") if main else None
+    t_start = time.perf_counter()
+    try:
+        with StopFlag() as stop:
+            while step < tc.steps:
+                t0 = time.perf_counter()
+                lr = set_lr(optimizers, recipe.schedule.factor(step, tc.steps))
+                stage = loader.stage
+                # ---- forward / backward over micro-batches
+                sums = torch.zeros(4, dtype=torch.float64)  # total, ce, mtp, balance (summed over micro-batches)
+                loads = None
+                for _ in range(dc.grad_accum):
+                    x, y = (t.to(device) for t in loader.next_batch())
+                    with autocast(device, tc.dtype):
+                        out = model(x)
+                        loss, parts = model.loss(out, y, mtp_weight=recipe.balance.mtp_weight,
+                                                 balance_coef=recipe.balance.alpha)
+                    (loss / dc.grad_accum).backward()
+                    sums += torch.tensor([float(loss.detach()), float(parts["ce"]), float(parts.get("mtp", 0.0)),
+                                          float(parts.get("balance", 0.0))], dtype=torch.float64)
+                    if out.expert_loads is not None:
+                        loads = out.expert_loads.detach() if loads is None else loads + out.expert_loads.detach()
+                # ---- global loss, gradient norm, non-finite guard (same decision on every rank)
+                sums = all_reduce_sum(sums) / (dc.grad_accum * world_size)
+                grad_norm = parallel.clip_grad_norm_(params, recipe.optim.grad_clip or math.inf)
+                finite = math.isfinite(float(sums[0])) and math.isfinite(float(grad_norm))
+                balance_metrics = {}
+                if finite:
+                    for opt in optimizers:
+                        opt.step()
+                    balance_metrics = balancer.update(loads)
+                    bad_in_row = 0
+                else:
+                    skipped += 1
+                    bad_in_row += 1
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                step += 1
+                step_tokens = dc.seq_len * dc.batch_size * dc.grad_accum * world_size
+                tokens_seen += step_tokens
+                dt = time.perf_counter() - t0
+                last_loss = float(sums[1])
+                m = {"step": step, "loss": last_loss, "loss_total": float(sums[0]), "mtp": float(sums[2]),
+                     "balance": float(sums[3]), "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens_seen,
+                     "tok_per_s": step_tokens / dt, "step_s": dt, "stage": stage, "skipped": not finite,
+                     **balance_metrics}
+                last = step == tc.steps
+                if eval_set and (last or (tc.eval_every and step % tc.eval_every == 0)):
+                    m |= evaluate(model, eval_set, device, tc.dtype)
+                history.append(m)
+                if log is not None:
+                    log.write(json.dumps(m) + "\n")
+                    log.flush()
+                if bar is not None:
+                    bar.update(1)
+                    if step % tc.log_every == 0 or last:
+                        bar.set_postfix_str(f"loss {last_loss:.3f} lr {lr:.2e} tok/s {m['tok_per_s']:.0f} "
+                                            f"maxvio {m.get('maxvio', 0.0):.2f}" + (" SKIPPED" if not finite else ""))
+                if on_step is not None:
+                    on_step(m)
+                if bad_in_row >= tc.max_bad_steps:
+                    good = ckpt.latest_checkpoint(run_dir)
+                    raise NonFiniteError(f"{bad_in_row} consecutive steps with a non-finite loss or gradient "
+                                         f"(last at step {step}); stopping. Last good checkpoint: "
+                                         f"{good if good else 'none saved yet'}")
+                if stop.signal is not None:
+                    interrupted = stop.signal
+                    save(step)
+                    break
+                if tc.save_every and step % tc.save_every == 0 and not last:
+                    save(step)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+
+    model_dir = None
+    if interrupted is None:
+        save(step)
+        model_dir = run_dir / "model"
+        if world_size > 1:
+            parallel.save_full_pretrained(model, model_dir)
+        elif main:
+            model.save_pretrained(model_dir)
+        if main and data.tokenizer is not None:
+            data.tokenizer.save_pretrained(model_dir)
+        if main and tc.plot:
+            from .plots import plot_run
+            plot_run(run_dir / METRICS, run_dir / "training.png")
+    elif main and not quiet:
+        print(f"{interrupted}: saved checkpoint at step {step} in {ckpt.checkpoint_dir(run_dir)}; "
+              f"continue with --resume")
+    if main and not quiet and interrupted is None:
+        took = time.perf_counter() - t_start
+        print(f"done: {step} steps, loss {last_loss:.4f}, {skipped} skipped, {took:.1f}s; model in {model_dir}")
+    return TrainResult(run_dir, step, last_loss, interrupted, skipped, model_dir, history)

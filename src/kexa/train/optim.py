@@ -1,0 +1,176 @@
+"""Optimisers: Muon for hidden matrices (2-D and stacked 3-D expert weights), AdamW for the rest.
+
+Muon (Keller Jordan 2024; Moonlight arXiv 2502.16982; reference §2), per matrix parameter W:
+    B_t = mu B_{t-1} + (1 - mu) g_t                 EMA momentum, mu = 0.95
+    U_t = (1 - mu) g_t + mu B_t                     Nesterov input (U_t = B_t without Nesterov)
+    O_t = NewtonSchulz5(U_t)                        quintic, (a, b, c) = (3.4445, -4.7750, 2.0315)
+    W  <- W (1 - lr wd) - lr * 0.2 sqrt(max(A, B)) O_t
+The 0.2 sqrt(max(A, B)) factor (Moonlight) matches the update RMS of AdamW, so a recipe reuses
+AdamW's learning rate and weight decay for both groups. `torch.optim.Muon` rejects 3-D tensors,
+hence this implementation: Newton-Schulz is batched over leading dimensions, so an expert stack
+(E, out, in) is orthogonalised per expert (as KellerJordan/Muon, marin and Primus do) and the
+shape factor uses the per-expert (out, in).
+
+Which parameters go where (issue 4; KellerJordan/Muon README): Muon takes every >= 2-D weight
+inside the decoder blocks and the MTP block (attention q/k/v/o, dense SwiGLU, experts, shared
+expert, MTP fc). AdamW takes embeddings, lm_head, norms, and the router weight: the router's rows
+are per-expert scoring vectors whose relative scale decides routing, and orthogonalising them would
+couple experts (the report does not say; reference §2.1 marks this UNCONFIRMED). No weight decay on
+1-D parameters (norm gains).
+
+Newton-Schulz dtype: bf16 on CUDA (the reference recipe), fp32 on CPU, where bf16 matmuls are
+slower than fp32 and buy nothing.
+
+FSDP2 (DTensor parameters), the choice made here: an update whose sharding touches only leading
+(batch) dimensions, i.e. an expert stack sharded on dim 0 as `fully_shard` does, is orthogonalised
+per shard with no communication, since each shard holds whole expert matrices. A 2-D matrix sharded
+by rows needs the whole matrix: it is gathered with `full_tensor()`, orthogonalised redundantly on
+every rank (identical result everywhere) and re-sliced locally (`distribute_tensor(...,
+src_data_rank=None)` makes no communication). This costs one all-gather per 2-D matrix per step;
+the alternative (assigning whole matrices round-robin to ranks then broadcasting) saves compute at
+K-EXAONE scale but needs bucketing logic that only pays off on GPUs.
+
+    python -c "import torch; from kexa.train.optim import newton_schulz; \
+x = newton_schulz(torch.randn(4, 32, 16)); print(torch.linalg.svdvals(x)[0])"
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "muon"  # "muon" (Muon + AdamW for the rest) or "adamw" (AdamW everywhere, for comparison)
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+
+    def __post_init__(self) -> None:
+        if self.name not in ("muon", "adamw"):
+            raise ValueError(f"optim.name must be 'muon' or 'adamw', got {self.name!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"bad optimiser settings: lr={self.lr}, weight_decay={self.weight_decay}, "
+                             f"momentum={self.momentum}")
+        if len(self.betas) != 2:
+            raise ValueError(f"optim.betas must have two values, got {self.betas!r}")
+
+
+def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Approximate the orthogonal polar factor U V^T of each matrix in G (..., A, B), batched over leading dims."""
+    a, b, c = NS_COEFFS
+    if dtype is None:
+        dtype = torch.bfloat16 if G.is_cuda else torch.float32
+    X = G.to(dtype)
+    transposed = X.shape[-2] > X.shape[-1]
+    if transposed:  # iterate on the wide orientation: A = X X^T is then the smaller Gram matrix
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        A = X @ X.mT  # (..., min, min)
+        X = a * X + (b * A + c * A @ A) @ X
+    if transposed:
+        X = X.mT
+    return X.to(G.dtype)
+
+
+def orthogonalize(update: torch.Tensor, steps: int) -> torch.Tensor:
+    """Newton-Schulz on a plain tensor or an FSDP2 DTensor (see module docstring for the choice)."""
+    try:
+        from torch.distributed.tensor import DTensor, distribute_tensor
+    except ImportError:  # torch without distributed support
+        return newton_schulz(update, steps)
+    if not isinstance(update, DTensor):
+        return newton_schulz(update, steps)
+    matrix_dims = {update.ndim - 2, update.ndim - 1}
+    if not any(p.is_shard() and p.dim in matrix_dims for p in update.placements):
+        local = newton_schulz(update.to_local(), steps)  # shards hold whole matrices (expert stacks)
+        return DTensor.from_local(local, update.device_mesh, update.placements,
+                                  shape=update.shape, stride=update.stride())
+    full = newton_schulz(update.full_tensor(), steps)  # identical on every rank
+    return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for >= 2-D parameters (last two dims = one matrix; leading dims = a batch of matrices)."""
+
+    def __init__(self, params, lr: float = 3e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+                 nesterov: bool = True, ns_steps: int = 5):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                      nesterov=nesterov, ns_steps=ns_steps))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim < 2:
+                    raise ValueError(f"Muon needs parameters with >= 2 dims, got shape {tuple(p.shape)}")
+
+    @staticmethod
+    def update_scale(shape: torch.Size) -> float:
+        """Moonlight's 0.2 sqrt(max(A, B)): update RMS ~ AdamW's, so AdamW's lr is reused."""
+        return 0.2 * math.sqrt(max(shape[-2], shape[-1]))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(g)
+                buf = state["momentum_buffer"]
+                buf.lerp_(g, 1 - mu)  # B = mu B + (1 - mu) g
+                update = g.lerp(buf, mu) if group["nesterov"] else buf  # (1 - mu) g + mu B
+                o = orthogonalize(update, group["ns_steps"])
+                p.mul_(1 - lr * wd)  # decoupled decay with the unscaled lr (as torch.optim.Muon)
+                p.add_(o.to(p.dtype), alpha=-lr * self.update_scale(p.shape))
+        return loss
+
+
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """(muon matrices, adamw decayed, adamw not decayed) over trainable parameters, in model order."""
+    muon, decay, no_decay = [], [], []
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:  # tied weights appear once
+            continue
+        seen.add(id(p))
+        hidden = name.startswith(("model.layers.", "mtp.")) and ".gate.weight" not in name
+        if p.ndim >= 2 and hidden:
+            muon.append(p)
+        elif p.ndim >= 2:  # embeddings, lm_head, router
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    return muon, decay, no_decay
+
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+    """The recipe's optimisers, all driven by one lr schedule (schedule.set_lr)."""
+    muon, decay, no_decay = split_params(model)
+    adam_kw = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if cfg.name == "adamw":
+        decay, muon = muon + decay, []
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, **adam_kw)]
+    if muon:
+        optimizers.insert(0, Muon(muon, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                  nesterov=cfg.nesterov, ns_steps=cfg.ns_steps))
+    return optimizers

@@ -1,0 +1,109 @@
+"""Data preparation for a recipe: corpus -> tokenizer -> token shards, each step cached.
+
+    corpus      data.corpus = "builtin": `kexa.data.build_corpus` (offline multilingual corpus,
+                per-domain train/held-out) in CACHE/corpus-<bytes>; or a folder written by
+                `kexa data corpus --out DIR` (which also takes the user's own text folders)
+    tokenizer   data.tokenizer = "train": SuperBPE (`kexa.tokenizer.train_superbpe`) on the corpus's
+                train split, cached in CACHE/tokenizer-<hash of corpus key, vocab size>; or a folder
+    shards      CACHE/shards-<hash of tokenizer.json, corpus key>/<domain>/{train,heldout}: one
+                document per corpus .jsonl line, EOS-terminated (kexa.data.shards)
+Each cache entry is complete only when its marker file exists (corpus manifest.json, tokenizer.json,
+shard meta.json), so an interrupted preparation is redone, never half-used. This is what lets
+`configs/tiny.toml` need no preparation: the first run builds everything (tens of seconds), later
+runs reuse it.
+
+    python -c "from kexa.train.recipe import load_recipe; from kexa.train.prepare import prepare_data; \
+print(prepare_data(load_recipe('configs/tiny.toml')).train)"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from ..data.shards import META, TokenShards, write_shards
+from .loop import TrainData
+from .recipe import Recipe, RecipeError
+
+log = logging.getLogger(__name__)
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
+
+
+def recipe_domains(recipe: Recipe) -> list[str]:
+    """Sources the recipe samples from (curriculum weights, else data.weights, else data.domains)."""
+    names: list[str] = []
+    for stage in recipe.curriculum:
+        names += [n for n, w in stage.weights.items() if w > 0 and n not in names]
+    if not names:
+        names = [n for n, w in recipe.data.weights.items() if w > 0]
+    return names or list(recipe.data.domains)
+
+
+def prepare_corpus(recipe: Recipe, cache: Path):
+    from ..data.corpus import CorpusInfo, build_corpus
+    dc = recipe.data
+    if dc.corpus == "builtin":
+        domains = recipe_domains(recipe) or None
+        return build_corpus(cache / f"corpus-{dc.corpus_bytes}", domains=domains, max_bytes_per_domain=dc.corpus_bytes)
+    root = Path(dc.corpus)
+    if not (root / "manifest.json").exists():
+        raise RecipeError(f"data.corpus = {dc.corpus!r}: not 'builtin' and not a corpus folder with manifest.json "
+                          f"(build one with `kexa data corpus --out DIR --input NAME=FOLDER`)")
+    return CorpusInfo.load(root)
+
+
+def prepare_tokenizer(recipe: Recipe, corpus, cache: Path):
+    from ..tokenizer import Tokenizer, train_superbpe
+    dc = recipe.data
+    if dc.tokenizer != "train":
+        return Tokenizer.from_pretrained(dc.tokenizer)
+    folder = cache / f"tokenizer-{_short_hash(corpus.manifest.get('key', str(corpus.root)), str(dc.vocab_size))}"
+    if (folder / "tokenizer.json").exists():
+        return Tokenizer.from_pretrained(folder)
+    log.info("training a %d-token SuperBPE tokenizer on %s", dc.vocab_size, corpus.root)
+    tok = train_superbpe([str(f) for f in corpus.files("train")], vocab_size=dc.vocab_size)
+    tok.save_pretrained(folder)
+    return Tokenizer.from_pretrained(folder)
+
+
+def _documents(jsonl: Path):
+    with open(jsonl, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)["text"]
+
+
+def prepare_shards(corpus, tokenizer, domains: list[str], cache: Path) -> dict[str, dict[str, TokenShards]]:
+    """{split: {domain: TokenShards}} for the recipe's domains, tokenised once and cached."""
+    tok_json = tokenizer.hf.to_str()
+    root = cache / f"shards-{_short_hash(tok_json, corpus.manifest.get('key', str(corpus.root)))}"
+    missing = sorted(set(domains) - set(corpus.domains))
+    if missing:
+        raise RecipeError(f"the recipe samples from {missing}, which the corpus at {corpus.root} does not have; "
+                          f"it has {corpus.domains}")
+    out: dict[str, dict[str, TokenShards]] = {"train": {}, "heldout": {}}
+    for domain in domains:
+        for split in out:
+            folder = root / domain / split
+            if not (folder / META).exists():
+                docs = list(_documents(corpus.files(split, "jsonl", [domain])[0]))
+                ids = tokenizer.encode_batch(docs) if docs else []
+                write_shards(ids, folder, tokenizer.vocab_size, tokenizer.eos_id,
+                             extra_meta={"domain": domain, "split": split})
+            out[split][domain] = TokenShards(folder)
+    return out
+
+
+def prepare_data(recipe: Recipe) -> TrainData:
+    cache = Path(recipe.data.cache_dir)
+    corpus = prepare_corpus(recipe, cache)
+    tokenizer = prepare_tokenizer(recipe, corpus, cache)
+    domains = recipe_domains(recipe) or corpus.domains
+    shards = prepare_shards(corpus, tokenizer, domains, cache)
+    return TrainData(train=shards["train"], heldout=shards["heldout"], tokenizer=tokenizer,
+                     vocab_size=tokenizer.vocab_size)

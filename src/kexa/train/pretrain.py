@@ -1,0 +1,65 @@
+"""`kexa pretrain`: the pre-training stage — a recipe, its data, the shared loop.
+
+    kexa pretrain --config configs/tiny.toml --run-dir runs/tiny            # ~1 min on 2 CPU cores
+    kexa pretrain --config configs/nano.toml --run-dir runs/nano --set optim.lr=2e-3
+    kexa pretrain --config configs/tiny.toml --run-dir runs/tiny --resume   # after Ctrl-C / SIGTERM
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node=2 -m kexa.cli pretrain --config configs/tiny.toml --run-dir runs/dp
+
+RUN_DIR gets metrics.jsonl (one JSON object per optimiser step), checkpoints/step_N/ (HF model
+folder + training state), model/ (the final model with its tokenizer files) and training.png.
+`pretrain()` is the library entry point; later stages (`kexa extend`) call `loop.train` the same
+way with another recipe (mixture, seq_len) and `init_from=` a model folder.
+
+Exit status: 0 done; 130 / 143 after SIGINT / SIGTERM (a checkpoint was saved); 1 for a bad
+recipe, an unusable checkpoint or too many non-finite steps (the message says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ..model.hf import CheckpointError
+from .loop import NonFiniteError, TrainResult, train
+from .prepare import prepare_data
+from .recipe import Recipe, RecipeError, load_recipe
+
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def pretrain(recipe: Recipe, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
+    """Prepare (or reuse) the recipe's corpus, tokenizer and shards, then train in run_dir."""
+    return train(recipe, run_dir, prepare_data(recipe), resume=resume, quiet=quiet)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kexa pretrain", description="Pre-train a K-EXAONE model from a TOML recipe.")
+    p.add_argument("--config", required=True, help="TOML recipe (configs/tiny.toml, configs/nano.toml, ...)")
+    p.add_argument("--run-dir", required=True, help="output folder: metrics.jsonl, checkpoints/, model/")
+    p.add_argument("--steps", type=int, help="optimiser steps (overrides train.steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest valid checkpoint in --run-dir")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    try:
+        recipe = load_recipe(args.config, overrides)
+        if recipe.train.threads:  # a process-wide setting: applied here, in the command, not in the library
+            torch.set_num_threads(recipe.train.threads)
+        result = pretrain(recipe, args.run_dir, resume=args.resume, quiet=args.quiet)
+    except (RecipeError, CheckpointError, NonFiniteError, FileNotFoundError) as e:
+        print(f"kexa pretrain: error: {e}", file=sys.stderr)
+        return 1
+    return EXIT_CODES.get(result.interrupted, 0) if result.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
