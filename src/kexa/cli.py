@@ -14,6 +14,7 @@ import sys
 # name -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("kexa.model.info", "parameter counts of a preset or model folder (meta device)"),
+    "pretrain": ("kexa.train.pretrain", "pre-train from a TOML recipe: Muon + WSD, MoE balancing, MTP, curriculum, resume"),
     "tokenizer": ("kexa.tokenizer.cli", "train/inspect the SuperBPE tokenizer: train, stats, encode, decode"),
     "data": ("kexa.data.cli", "build the multilingual corpus (ko/en/es/de/ja/vi/code/stem) from offline sources"),
 }
