@@ -11,7 +11,9 @@ Format (reference §7): `<|role|>\\n{content}<|endofturn|>\\n` per turn; tools d
 `<tool_result>…</tool_result>`, consecutive ones in one `<|tool|>` turn. `enable_thinking` defaults to
 True (K-EXAONE); the generation prompt is then `<|assistant|>\\n<think>\\n`, else the empty think
 block `<|assistant|>\\n<think>\\n\\n</think>\\n\\n`. Reasoning of assistant turns before the last user
-message is dropped (their think block is rendered empty). Contents are whitespace-stripped.
+message is dropped (their think block is rendered empty), and so is all reasoning when
+`enable_thinking=False`: a rendered conversation then always begins with the exact prompt that
+produced its last answer. Contents are whitespace-stripped.
 
     from kexa.tokenizer.chat import render, parse_response
     render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
@@ -156,8 +158,9 @@ def encode_chat(tokenizer, messages, tools=None, enable_thinking: bool = True,
     separately and concatenated, so the ids of a prompt are exactly what inference sees when it
     encodes that prompt alone (a superword may otherwise straddle the generation-prompt boundary,
     e.g. the "\\n" after `<think>` with the first word of the reasoning). Without it the whole text is
-    encoded at once — identical to `apply_chat_template(tokenize=True)` — and a token belongs to the
-    assistant when its first character does (transformers' `return_assistant_tokens_mask` rule).
+    encoded at once — identical to `apply_chat_template(tokenize=True)` — and the mask runs from the token
+    holding a span's first character to the one holding its last (transformers'
+    `return_assistant_tokens_mask` rule).
     """
     text, spans = render_with_spans(messages, tools, enable_thinking, add_generation_prompt)
     if split_at_spans:

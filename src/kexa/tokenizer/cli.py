@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder (tokenizer.json, tokenizer_config.json, …)")
     t.add_argument("--plain", action="store_true", help="ordinary BPE with the same pre-processing")
     t.add_argument("--transition", type=float, default=None,
-                   help="stage-1 vocabulary: a size (>1) or a fraction of --vocab-size (default 0.5)")
+                   help="stage-1 vocabulary: a size (>1) or the fraction of learned tokens made in stage 1 (default 0.5)")
     t.add_argument("--rule", choices=["superbpe", "kexaone"], default="superbpe",
                    help="stage-2 boundary rule: SuperBPE's (default) or K-EXAONE's released pre-tokenizer")
     t.add_argument("--max-words", type=int, default=4, help="max words per superword token (0 = no cap)")

@@ -37,7 +37,7 @@ from .tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 BASE_VOCAB = NUM_RESERVED + 256
-DEFAULT_TRANSITION = 0.5  # fraction of the final vocabulary learned in stage 1 (see docs/tokenizer.md)
+DEFAULT_TRANSITION = 0.5  # fraction of the learned (non-reserved, non-byte) tokens made in stage 1 (see docs/tokenizer.md)
 
 
 def _check_vocab(vocab_size: int) -> None:
@@ -123,7 +123,8 @@ def train_superbpe(
 ) -> Tokenizer:
     """SuperBPE: stage-1 BPE up to `transition`, then exact constrained superword merges up to `vocab_size`.
 
-    `transition` is a vocabulary size (int) or a fraction of `vocab_size` (float in (0, 1]).
+    `transition` is the stage-1 vocabulary size (int), or (float in (0, 1]) the fraction of the
+    learned tokens (vocab_size − 384 reserved and byte tokens) that stage 1 learns.
     `rule` is "superbpe" (SuperBPE's stage-2 regex, the default) or "kexaone" (K-EXAONE's released
     pre-tokenizer) or a `BoundaryRule`; `max_words` overrides the rule's word cap (None = no cap).
     """
@@ -131,7 +132,7 @@ def train_superbpe(
     rule, files = get_rule(rule), list(files)
     if max_words != -1:
         rule = BoundaryRule(rule.name, rule.stage1, rule.stage2, max_words, rule.forbid_colon_space)
-    t = round(transition * vocab_size) if isinstance(transition, float) else int(transition)
+    t = BASE_VOCAB + round(transition * (vocab_size - BASE_VOCAB)) if isinstance(transition, float) else int(transition)
     if not BASE_VOCAB < t <= vocab_size:
         raise ValueError(f"transition={transition} gives {t}, outside ({BASE_VOCAB}, {vocab_size}]")
     t0 = time.perf_counter()

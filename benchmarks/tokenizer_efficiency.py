@@ -1,0 +1,102 @@
+"""Benchmark: SuperBPE vs plain BPE at equal vocabulary — bytes/token per domain, training time, encode MB/s.
+
+On the held-out split of the corpus (`kexa data corpus`), for each vocabulary size it trains
+(a) plain byte-level BPE (stock `tokenizers` trainer, the default rule's stage-1 pre-tokenizer),
+(b) kexa SuperBPE with the SuperBPE boundary rule and (c) with K-EXAONE's released pre-tokenizer rule,
+all on the same training split, and reports held-out bytes per token per domain, the gain over (a),
+training wall time, and encode throughput (MB/s, `encode_batch` over the held-out text, and one
+document at a time) of each. Targets (issue 3): at 16K, SuperBPE ≥ 15% more bytes/token than BPE
+averaged over domains, no domain worse; encode within 2× of plain BPE.
+
+    .venv/bin/python benchmarks/tokenizer_efficiency.py                       # 8K 16K 32K 64K
+    .venv/bin/python benchmarks/tokenizer_efficiency.py --vocab 16384 --sweep 0.3 0.5 0.7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from kexa.data import build_corpus
+from kexa.tokenizer import DEFAULT_TRANSITION, train_bpe, train_superbpe
+from kexa.tokenizer.textfiles import iter_documents
+
+
+def throughput(tok, docs: list[str]) -> dict[str, float]:
+    """Encode speed in MB per CPU-second (process time: robust on a shared, loaded machine) for one
+    document at a time, and wall-clock MB/s for `encode_batch` (uses both cores)."""
+    mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
+    t = time.perf_counter()
+    tok.encode_batch(docs)
+    batch = mb / (time.perf_counter() - t)
+    t = time.process_time()
+    for d in docs:
+        tok.encode(d)
+    single = mb / (time.process_time() - t)
+    return {"batch_mb_s": round(batch, 2), "single_mb_cpu_s": round(single, 2)}
+
+
+def evaluate(tok, held: dict[str, list[str]]) -> dict[str, float]:
+    return {d: round(tok.stats(docs)["bytes_per_token"], 4) for d, docs in held.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--vocab", type=int, nargs="+", default=[8192, 16384, 32768, 65536])
+    ap.add_argument("--transition", type=float, default=DEFAULT_TRANSITION)
+    ap.add_argument("--sweep", type=float, nargs="*", default=[], help="extra SuperBPE transitions at the first --vocab")
+    ap.add_argument("--corpus", default=None, help="corpus folder (default: cache/corpus, built if missing)")
+    ap.add_argument("--out", default="benchmarks/results/tokenizer_efficiency.json")
+    args = ap.parse_args()
+
+    info = build_corpus(args.corpus)
+    train = info.files("train")
+    held = {d: list(iter_documents(info.paths[d]["heldout"].with_suffix(".jsonl"))) for d in info.domains}
+    all_docs = [doc for docs in held.values() for doc in docs]
+    train_mb = sum(p.stat().st_size for p in train) / 1e6
+    print(f"corpus: {train_mb:.1f} MB train, {sum(len(d.encode()) for d in all_docs) / 1e6:.2f} MB held out, "
+          f"domains {info.domains}", flush=True)
+    results = {"machine": platform.processor() or platform.machine(), "train_mb": round(train_mb, 2), "runs": []}
+
+    def record(kind, vocab, tok, seconds, base=None, transition=None):
+        bpt = evaluate(tok, held)
+        row = {"kind": kind, "vocab": vocab, "actual_vocab": tok.vocab_size, "transition": transition,
+               "train_seconds": round(seconds, 1), "bytes_per_token": bpt, **throughput(tok, all_docs),
+               "meta": tok.meta}
+        if base is not None:
+            gain = {d: round(bpt[d] / base[d] - 1, 4) for d in bpt}
+            row["gain"] = gain
+            row["mean_gain"] = round(sum(gain.values()) / len(gain), 4)
+            row["min_gain"] = min(gain.values())
+        results["runs"].append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "meta"}), flush=True)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        return bpt
+
+    for i, vocab in enumerate(args.vocab):
+        t = time.perf_counter()
+        bpe = train_bpe(train, vocab)
+        base = record("bpe", vocab, bpe, time.perf_counter() - t)
+        for rule in ("superbpe", "kexaone"):
+            for tr in [args.transition] + (args.sweep if i == 0 and rule == "superbpe" else []):
+                t = time.perf_counter()
+                tok = train_superbpe(train, vocab, transition=tr, rule=rule)
+                record(f"superbpe/{rule}", vocab, tok, time.perf_counter() - t, base, tr)
+
+    print("\n| vocab | tokenizer | t | train s | " + " | ".join(info.domains) + " | mean gain | min gain | encode: batch MB/s (wall) / single MB per CPU-s |")
+    print("|---|---|---|---|" + "---|" * len(info.domains) + "---|---|---|")
+    for r in results["runs"]:
+        cells = [f"{r['bytes_per_token'][d]:.2f}" + (f" ({r['gain'][d]:+.0%})" if "gain" in r else "") for d in info.domains]
+        mean = f"{r['mean_gain']:+.1%}" if "gain" in r else "—"
+        mn = f"{r['min_gain']:+.1%}" if "gain" in r else "—"
+        tr = r["meta"].get("transition", "—")
+        print(f"| {r['vocab']} | {r['kind']} | {tr} | {r['train_seconds']:.0f} | " + " | ".join(cells)
+              + f" | {mean} | {mn} | {r['batch_mb_s']} / {r['single_mb_cpu_s']} |")
+
+
+if __name__ == "__main__":
+    main()
