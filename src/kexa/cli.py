@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("kexa.train.pretrain", "pre-train from a TOML recipe: Muon + WSD, MoE balancing, MTP, curriculum, resume"),
     "tokenizer": ("kexa.tokenizer.cli", "train/inspect the SuperBPE tokenizer: train, stats, encode, decode"),
     "data": ("kexa.data.cli", "build the multilingual corpus (ko/en/es/de/ja/vi/code/stem) from offline sources"),
+    "generate": ("kexa.infer.cli", "generate text from a model folder (streaming, --speculative MTP drafts, --json)"),
+    "chat": ("kexa.infer.chat", "interactive chat with the chat template, reasoning on/off, streaming"),
 }
 
 

@@ -1,0 +1,113 @@
+"""MTP self-speculative decoding: the MTP block drafts k tokens, the main model verifies them in one
+forward, and standard speculative sampling keeps the output distribution exactly the model's.
+
+One step, for every row at once (reference §6; Leviathan et al. 2023, Chen et al. 2023):
+    state: main cache holds positions < L; x_L was emitted; the MTP block, run at position L-1 on
+           (h_{L-1}, x_L), gave the draft distribution q_1 for x_{L+1}, a draft d_1 ~ q_1 and its
+           normed output u_{L-1}.
+    draft  (k = 2)  MTP(u_{L-1}, d_1) at position L -> q_2, d_2 ~ q_2. The single MTP layer is reused
+                    with its own output as the next h (vLLM / TRT-LLM); this entry of the MTP cache is
+                    provisional and is never committed.
+    verify          main model on [x_L, d_1 .. d_k] at positions L .. L+k -> target p_0 .. p_k
+                    (each with the same sampling transform as plain decoding) and hiddens h_L .. h_{L+k}.
+    accept          d_i is kept with probability min(1, p_{i-1}(d_i) / q_i(d_i)) while all earlier
+                    drafts were kept; after a accepted drafts, y ~ norm(max(0, p_a - q_{a+1})), or
+                    y ~ p_k when every draft was kept (the bonus token). Greedy = one-hot p and q, so
+                    this is "keep drafts while they equal the argmax" and greedy output equals plain
+                    greedy decoding token for token.
+    rollback        main cache keeps a + 1 of the k + 1 new positions (`KVCache.commit`).
+    catch-up        MTP over positions L .. L+k with the true hiddens h and next tokens
+                    [d_1 .. d_a, y, y ..]; positions <= L + a are exact (the layer is causal), the
+                    MTP cache keeps a + 1 of them, and index a yields the next q_1, d_1, u.
+So a step emits a + 1 tokens for one main forward of k + 1 tokens plus k small MTP forwards.
+
+Shape legend: b rows, k drafts, V vocabulary, C hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .cache import KVCache
+from .sampling import SamplingParams, sample, token_probs
+
+
+@dataclass
+class DraftState:
+    token: torch.Tensor  # (b,) last emitted token x_L, not yet in the main cache
+    q: torch.Tensor  # (b, V) draft distribution for x_{L+1}
+    draft: torch.Tensor  # (b,) d_1 ~ q
+    mtp_hidden: torch.Tensor  # (b, 1, C) MTP output at position L - 1 (the h of draft step 2)
+
+
+def with_tokens(seen: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor | None:
+    """seen (b, V) plus tokens (b, n) -> new mask (None stays None: no penalty in use)."""
+    if seen is None:
+        return None
+    return seen.clone().scatter_(1, tokens, True)
+
+
+def mtp_draft(model, cache: KVCache, hidden: torch.Tensor, next_ids: torch.Tensor, position_ids: torch.Tensor,
+              take: torch.Tensor, n_keep: torch.Tensor | int, params: SamplingParams, seen: torch.Tensor | None,
+              generator: torch.Generator | None, rows: slice | None = None):
+    """Run the MTP block over (b, T) positions, commit n_keep of them to its cache, and draft from
+    index `take` (b,): returns q (b, V), draft (b,), MTP hidden at `take` (b, 1, C)."""
+    cache.begin(position_ids, rows)
+    logits, u = model.mtp_forward(hidden, next_ids, position_ids, cache)  # (b, T, V), (b, T, C)
+    cache.commit(n_keep)
+    ar = torch.arange(len(take), device=take.device)
+    q = token_probs(logits[ar, take], params, seen)
+    return q, sample(q, generator), u[ar, take][:, None]
+
+
+def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, generator: torch.Generator | None):
+    """Speculative sampling. p (b, k+1, V) target, q (b, k, V) draft, drafts (b, k) ->
+    accepted count a (b,) and the token after the accepted drafts (b,)."""
+    b, k = drafts.shape
+    p_d = p[:, :k].gather(2, drafts[..., None]).squeeze(-1)  # (b, k) target prob of each draft
+    q_d = q.gather(2, drafts[..., None]).squeeze(-1)  # (b, k) draft prob (> 0: it was sampled)
+    r = torch.rand(b, k, generator=generator, device=p.device)
+    ok = r * q_d < p_d  # u < p/q without dividing
+    a = ok.long().cumprod(1).sum(1)  # (b,) leading accepted drafts
+    ar = torch.arange(b, device=p.device)
+    target = p[ar, a]  # (b, V): p_a
+    q_pad = torch.cat([q, torch.zeros_like(q[:, :1])], dim=1)  # (b, k+1, V): no draft after the last
+    residual = (target - q_pad[ar, a]).clamp_min(0)
+    mass = residual.sum(-1, keepdim=True)
+    # mass 0 only when p_a == q_{a+1} exactly, where rejection has probability 0; fall back to p_a
+    dist = torch.where(mass > 0, residual / mass.clamp_min(1e-30), target)
+    return a, sample(dist, generator)
+
+
+def speculative_step(model, cache: KVCache, state: DraftState, k: int, params: SamplingParams,
+                     seen: torch.Tensor | None, generator: torch.Generator | None, active: torch.Tensor):
+    """One draft-verify-accept step for all rows. Returns new tokens (b, k+1) of which the first
+    n_new (b,) are valid (accepted drafts, then the corrected/bonus token), the accepted count and
+    the next DraftState. Rows with active False (finished) commit nothing to the cache."""
+    L = cache.lengths.clone()  # (b,)
+    drafts, qs = [state.draft], [state.q]
+    if k == 2:
+        pos = L[:, None]
+        q2, d2, _ = mtp_draft(model, cache, state.mtp_hidden, state.draft[:, None], pos,
+                              torch.zeros_like(L), 0, params, with_tokens(seen, state.draft[:, None]), generator)
+        drafts.append(d2)
+        qs.append(q2)
+    drafts_t = torch.stack(drafts, 1)  # (b, k)
+    ids = torch.cat([state.token[:, None], drafts_t], dim=1)  # (b, k+1)
+    pos = L[:, None] + torch.arange(k + 1, device=L.device)  # (b, k+1)
+    cache.begin(pos)
+    out = model(ids, pos, cache=cache, return_hidden=True)
+    p = torch.stack([token_probs(out.logits[:, i], params, with_tokens(seen, drafts_t[:, :i]) if i else seen)
+                     for i in range(k + 1)], dim=1)  # (b, k+1, V)
+    a, y = accept_drafts(p, torch.stack(qs, 1), drafts_t, generator)
+    keep = torch.where(active, a + 1, 0)
+    cache.commit(keep)
+
+    t = torch.arange(k + 1, device=L.device)
+    padded = torch.cat([drafts_t, y[:, None]], dim=1)  # (b, k+1)
+    new = torch.where(t[None] < a[:, None], padded, y[:, None])  # d_1..d_a, then y repeated
+    seen_next = with_tokens(seen, new)
+    q1, d1, u = mtp_draft(model, cache, out.hidden_states, new, pos, a, keep, params, seen_next, generator)
+    return new, a + 1, a, DraftState(token=y, q=q1, draft=d1, mtp_hidden=u)
