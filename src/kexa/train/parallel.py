@@ -168,6 +168,8 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
         if mesh.dp_mod_ep.size() > 1:
             fully_shard(module, mesh=mesh.dp_mod_ep, mp_policy=policy, reshard_after_forward=reshard_after_forward)
             module.set_gradient_divide_factor(float(dp.size()))
+            if dp.device_type == "cpu":  # gloo has no PREMUL_SUM: reduce with SUM, then scale
+                module.set_force_sum_reduction_for_comms(True)
         else:  # nothing to shard: keep the ep-sharded DTensors out of FSDP and divide here
             for p in module.parameters():
                 p.register_hook(lambda g, n=float(dp.size()): g / n)
