@@ -52,7 +52,7 @@ def add_sampling_args(p: argparse.ArgumentParser, temperature: float = 1.0) -> N
 def load(args) -> tuple:
     """Model, tokenizer, engine from a folder; every failure becomes a UsageError."""
     from ..config import ConfigError
-    from ..model import KExaone
+    from ..model.transformer import KExaone
     from ..model.hf import CheckpointError
     from ..tokenizer import Tokenizer
     from .engine import Engine
