@@ -1,0 +1,105 @@
+"""Muon (batched Newton-Schulz, update scale, parameter split), AdamW-only recipes, WSD schedule."""
+
+import math
+
+import pytest
+import torch
+
+from kexa import KExaone, ModelConfig
+from kexa.train.optim import Muon, OptimConfig, build_optimizers, newton_schulz, split_params
+from kexa.train.schedule import WSD, set_lr
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_newton_schulz_orthogonalises_each_matrix_of_a_stack():
+    g = torch.randn(6, 48, 24, generator=torch.Generator().manual_seed(0))
+    o = newton_schulz(g)
+    sv = torch.linalg.svdvals(o)  # (6, 24)
+    # the quintic iteration lands singular values in a band around 1, not exactly 1 (reference §2.1)
+    assert sv.min() > 0.5 and sv.max() < 1.25
+    per_matrix = torch.stack([newton_schulz(m) for m in g])
+    torch.testing.assert_close(o, per_matrix)  # batched == one expert at a time
+    # the polar factor's direction: <O, G> > 0 and O is close to U V^T
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    cos = (o * (u @ vh)).sum((-2, -1)) / (o.norm(dim=(-2, -1)) * (u @ vh).norm(dim=(-2, -1)))
+    assert (cos > 0.95).all()
+
+
+def test_muon_step_matches_the_formula_including_nesterov_and_decay():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 8, 16))
+    w0 = w.detach().clone()
+    opt = Muon([w], lr=0.01, weight_decay=0.1, momentum=0.95)
+    g1, g2 = torch.randn(4, 8, 16), torch.randn(4, 8, 16)
+    w.grad = g1.clone()
+    opt.step()
+    buf = 0.05 * g1
+    expected = w0 * (1 - 0.01 * 0.1) - 0.01 * 0.2 * math.sqrt(16) * newton_schulz(g1.lerp(buf, 0.95))
+    torch.testing.assert_close(w.detach(), expected)
+    w.grad = g2.clone()
+    opt.step()
+    buf = 0.95 * buf + 0.05 * g2
+    expected = expected * (1 - 0.001) - 0.01 * 0.8 * newton_schulz(0.05 * g2 + 0.95 * buf)
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_muon_update_rms_matches_adamw_scale():
+    # Moonlight: 0.2 sqrt(max(A, B)) O has RMS ~0.2 for a full-rank square-ish O (RMS of O ~ 1/sqrt(max))
+    o = newton_schulz(torch.randn(256, 64))
+    rms = (Muon.update_scale(o.shape) * o).pow(2).mean().sqrt()
+    assert 0.1 < float(rms) < 0.3
+
+
+def test_muon_rejects_vectors():
+    with pytest.raises(ValueError, match=">= 2 dims"):
+        Muon([torch.nn.Parameter(torch.zeros(3))])
+
+
+def test_parameter_split_puts_router_embeddings_head_and_norms_on_adamw():
+    model = KExaone(ModelConfig.preset("tiny"))
+    muon, decay, no_decay = split_params(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon_names = {names[id(p)] for p in muon}
+    decay_names = {names[id(p)] for p in decay}
+    assert "model.layers.1.mlp.experts.gate_up_proj" in muon_names  # 3-D expert stack on Muon
+    assert "model.layers.0.self_attn.q_proj.weight" in muon_names
+    assert "mtp.fc.weight" in muon_names
+    assert {"model.embed_tokens.weight", "lm_head.weight", "model.layers.1.mlp.gate.weight"} <= decay_names
+    assert all(p.ndim == 1 for p in no_decay)
+    assert len(muon) + len(decay) + len(no_decay) == len(list(model.parameters()))
+
+
+def test_adamw_recipe_has_no_muon_and_all_groups_follow_the_schedule():
+    model = KExaone(ModelConfig.preset("tiny"))
+    opts = build_optimizers(model, OptimConfig(name="adamw", lr=1e-3))
+    assert [type(o) for o in opts] == [torch.optim.AdamW]
+    opts = build_optimizers(model, OptimConfig(name="muon", lr=1e-3))
+    assert [type(o) for o in opts] == [Muon, torch.optim.AdamW]
+    set_lr(opts, 0.5)
+    assert all(g["lr"] == 5e-4 for o in opts for g in o.param_groups)
+    with pytest.raises(ValueError, match="optim.name"):
+        OptimConfig(name="sgd")
+
+
+def test_wsd_shapes():
+    s = WSD(warmup=0.1, decay=0.2, shape="linear")
+    f = [s.factor(i, 100) for i in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(x == 1.0 for x in f[10:80])
+    assert f[-1] == pytest.approx(0.0) and f[89] == pytest.approx(0.5)
+    sqrt_f = [WSD(0.1, 0.2, "1-sqrt").factor(i, 100) for i in range(100)]
+    cos_f = [WSD(0.1, 0.2, "cosine").factor(i, 100) for i in range(100)]
+    assert sqrt_f[84] < f[84] < cos_f[84]  # 1-sqrt cools fastest early, cosine slowest
+    assert all(a >= b for a, b in zip(f[80:], f[81:]))  # monotone decay
+    assert WSD(0.0, 0.5, "linear", min_lr_ratio=0.1).factor(99, 100) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="shape"):
+        WSD(shape="exp")
+    with pytest.raises(ValueError, match="warmup \\+ schedule.decay"):
+        WSD(warmup=0.6, decay=0.6)
