@@ -100,7 +100,7 @@ class Tokenizer:
         """Token ids of `text`; no BOS/EOS is added (K-EXAONE prepends none)."""
         if allow_special:
             return self.hf.encode(text, add_special_tokens=False).ids
-        self.hf.encode_special_tokens = True
+        self.hf.encode_special_tokens = True  # a flag of the shared HF object: not thread-safe
         try:
             return self.hf.encode(text, add_special_tokens=False).ids
         finally:
