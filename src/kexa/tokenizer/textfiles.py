@@ -23,10 +23,14 @@ class InvalidUTF8Error(ValueError):
 
 
 def expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; directories become their .txt/.jsonl/.parquet files (recursively, sorted)."""
+    """Files as given; directories become their .txt/.jsonl/.parquet files (recursively, sorted),
+    except a corpus folder from `kexa data corpus` (it has a manifest.json): its train .txt files."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if p.is_dir() and (p / "manifest.json").exists():
+            domains = json.loads((p / "manifest.json").read_text("utf-8")).get("domains", {})
+            out += [p / d["files"]["train"]["txt"] for d in domains.values()]
+        elif p.is_dir():
             out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES)
         elif p.is_file():
             out.append(p)
