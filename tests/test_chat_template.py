@@ -8,7 +8,7 @@ import pytest
 from kexa.tokenizer import Tokenizer, parse_response, render, train_superbpe
 from kexa.tokenizer.chat import render_with_spans
 
-from tokenizer_samples import corpus
+from test_tokenizer_samples import corpus
 
 TOOLS = [{"type": "function", "function": {"name": "search", "description": "검색 / web search",
                                             "parameters": {"type": "object", "properties": {"query": {"type": "string"}},

@@ -12,7 +12,7 @@ from kexa.tokenizer.pretokenize import KEXAONE_STAGE2, RULES, SPACE, SUPERBPE_ST
 from kexa.tokenizer.superword import learn_merges
 from kexa.tokenizer.train import count_chunks, segment_chunks, _stage1
 
-from tokenizer_samples import ADVERSARIAL, SENTENCES, corpus
+from test_tokenizer_samples import ADVERSARIAL, SENTENCES, corpus
 
 VOCAB = 1400
 

@@ -1,4 +1,4 @@
-"""Small multilingual texts for the tokenizer and chat tests (no corpus build needed)."""
+"""Small multilingual texts for the tokenizer and chat tests (a helper module: it holds no tests)."""
 
 import random
 
