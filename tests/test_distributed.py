@@ -36,8 +36,9 @@ def batch(step: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids[:, :-1], ids[:, 1:]
 
 
-def train(mesh, *, ac: bool = False, save: str | None = None) -> dict:
-    """STEPS optimiser steps on the tiny preset; this rank takes its rows of each global batch."""
+def train(mesh, *, optimizer: str, ac: bool = False, save: str | None = None) -> dict:
+    """STEPS optimiser steps on the tiny preset; this rank takes its rows of each global batch.
+    optimizer: the recipe's "muon" (Muon + AdamW) or "adamw" (AdamW everywhere)."""
     from kexa import KExaone, ModelConfig
     from kexa.model.moe import Router
     from kexa.train import parallel as P
@@ -50,7 +51,7 @@ def train(mesh, *, ac: bool = False, save: str | None = None) -> dict:
     if P.is_main():
         model.init_weights(seed=0)
     model = P.parallelize(model, mesh, activation_checkpointing=ac)
-    optimizers = build_optimizers(model, OptimConfig(lr=LR))  # the recipe's Muon + AdamW
+    optimizers = build_optimizers(model, OptimConfig(name=optimizer, lr=LR))
     routers = [m for m in model.modules() if isinstance(m, Router)]
     rank, world = P.rank(), P.world()
     rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)  # this rank's share of the batch
@@ -85,12 +86,13 @@ def train(mesh, *, ac: bool = False, save: str | None = None) -> dict:
 
 
 def worker(out_dir: Path) -> None:
-    """Under torchrun: FSDP2 over all ranks, then EP over all ranks (+ activation checkpointing)."""
+    """Under torchrun: FSDP2 (AdamW) over all ranks, then EP (+ activation checkpointing, Muon whose
+    Newton-Schulz gathers FSDP-sharded matrices and runs locally on ep-sharded expert stacks)."""
     from kexa.train import parallel as P
 
     mesh = P.init_distributed(ep_size=int(os.environ["WORLD_SIZE"]))
-    results = {"fsdp": train(P.Mesh(dp=mesh.dp), save=str(out_dir / "fsdp_model")),
-               "ep": train(mesh, ac=True, save=str(out_dir / "ep_model"))}
+    results = {"fsdp": train(P.Mesh(dp=mesh.dp), optimizer="adamw", save=str(out_dir / "fsdp_model")),
+               "ep": train(mesh, optimizer="muon", ac=True, save=str(out_dir / "ep_model"))}
     if P.is_main():
         (out_dir / "results.json").write_text(json.dumps(results))
     P.cleanup()
@@ -98,21 +100,24 @@ def worker(out_dir: Path) -> None:
 
 # ---------------------------------------------------------------------------------- the tests
 @pytest.fixture(scope="module")
-def reference() -> dict:
-    """The single-process run, in this process (no torchrun: parallelize() leaves the model whole)."""
-    return train(None)
-
-
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory) -> tuple[dict, Path]:
-    """One `torchrun --nproc_per_node=2` launch (start-up dominates on busy cores) for both layouts."""
+def runs(tmp_path_factory) -> tuple[dict, dict, Path]:
+    """One `torchrun --nproc_per_node=2` launch for both layouts (start-up dominates on busy cores),
+    and meanwhile, in this process, the single-process references (no torchrun: parallelize()
+    leaves the model whole). Returns (references by optimiser, 2-rank results, their folder)."""
     tmp = tmp_path_factory.mktemp("dist")
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     # --standalone: a private rendezvous on a free port, so concurrent test runs do not collide
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__, str(tmp)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return json.loads((tmp / "results.json").read_text()), tmp
+    with open(tmp / "log.txt", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            reference = {name: train(None, optimizer=name) for name in ("adamw", "muon")}
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, f"torchrun failed:\n{(tmp / 'log.txt').read_text()[-8000:]}"
+    return reference, json.loads((tmp / "results.json").read_text()), tmp
 
 
 def assert_same_curve(ref: dict, got: dict) -> None:
@@ -141,21 +146,21 @@ def assert_checkpoint_round_trips(got: dict, ref: dict, folder: Path) -> None:
 
 
 @pytest.mark.dist
-def test_fsdp2_matches_single_process_and_saves_full_checkpoint(reference, two_ranks):
-    results, tmp = two_ranks
+def test_fsdp2_matches_single_process_and_saves_full_checkpoint(runs):
+    reference, results, tmp = runs
     got = results["fsdp"]
     assert got["fsdp"] and not got["local_experts"]
-    assert_same_curve(reference, got)
-    assert_checkpoint_round_trips(got, reference, tmp / "fsdp_model")
+    assert_same_curve(reference["adamw"], got)
+    assert_checkpoint_round_trips(got, reference["adamw"], tmp / "fsdp_model")
 
 
 @pytest.mark.dist
-def test_expert_parallel_with_checkpointing_matches_single_process(reference, two_ranks):
-    results, tmp = two_ranks
+def test_expert_parallel_with_checkpointing_matches_single_process(runs):
+    reference, results, tmp = runs
     got = results["ep"]
     assert got["fsdp"] and got["local_experts"] == [4, 4, 4], "each rank should hold 4 of 8 experts per MoE layer"
-    assert_same_curve(reference, got)
-    assert_checkpoint_round_trips(got, reference, tmp / "ep_model")  # ep-sharded experts gather back whole
+    assert_same_curve(reference["muon"], got)
+    assert_checkpoint_round_trips(got, reference["muon"], tmp / "ep_model")  # ep-sharded experts gather back whole
 
 
 if __name__ == "__main__":

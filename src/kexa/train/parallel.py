@@ -218,23 +218,29 @@ def buffers_in_sync(model: nn.Module, atol: float = 0.0) -> bool:
 # ---------------------------------------------------------------------------------- gradients
 @torch.no_grad()
 def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
-    """Global gradient-norm clipping that also works when parameters live on different meshes
-    (FSDP over "dp" and EP experts over "ep"/"dp_mod_ep"), where torch's foreach clip cannot mix them.
-    Returns the total norm before clipping (fp32 scalar, identical on every rank)."""
+    """Global gradient-norm clipping for plain, FSDP2 and EP parameters alike (torch's foreach clip
+    cannot mix DTensors of different meshes). One all-reduce: each rank sums the squares of its
+    local shards, divided by how many ranks hold the same values (replicated placements, ranks
+    outside the tensor's mesh), so the world sum counts every element once. Returns the total norm
+    before clipping (fp32 scalar, the same on every rank)."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.zeros(())
+    n = world()
     squares = torch.zeros((), dtype=torch.float32, device=grads[0].device)
-    by_mesh: dict[object, list[torch.Tensor]] = {}
     for g in grads:
-        by_mesh.setdefault(g.device_mesh if isinstance(g, DTensor) else None, []).append(g)
-    for mesh, group in by_mesh.items():
-        sq = sum(g.float().pow(2).sum() for g in group)  # DTensor: a Partial sum over its shards
-        squares += sq.full_tensor() if isinstance(sq, DTensor) else sq
-    total = squares.sqrt()
+        if isinstance(g, DTensor):
+            copies = n / g.device_mesh.size()
+            for dim, placement in enumerate(g.placements):
+                if placement.is_replicate():
+                    copies *= g.device_mesh.size(dim)
+            squares += g.to_local().float().pow(2).sum() / copies
+        else:
+            squares += g.float().pow(2).sum() / n
+    total = all_reduce_sum(squares).sqrt()
     scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for g in grads:
-        g.mul_(scale)
+        (g.to_local() if isinstance(g, DTensor) else g).mul_(scale)  # in place on the shards
     return total
 
 
