@@ -39,6 +39,7 @@ degrades to the single-process answer, so the trainer needs no branches.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -73,10 +74,14 @@ class Mesh:
         return self.ep.size() if self.ep is not None else 1
 
 
+_MESHES: dict[int, Mesh] = {}  # by ep_size: init_distributed() may be called again (pretrain, then the loop)
+
+
 def init_distributed(ep_size: int = 1, backend: str | None = None,
                      timeout: timedelta = timedelta(minutes=10)) -> Mesh | None:
-    """Join the torchrun job (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and build the meshes.
-    Returns None when not launched by torchrun. gloo on CPU, NCCL when CUDA is available."""
+    """Join the torchrun job (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and build the meshes;
+    later calls return the same Mesh. Returns None when not launched by torchrun.
+    gloo on CPU, NCCL when CUDA is available."""
     if "WORLD_SIZE" not in os.environ:
         if ep_size != 1:
             raise ValueError(f"ep_size={ep_size} needs a torchrun launch with at least {ep_size} processes")
@@ -90,12 +95,15 @@ def init_distributed(ep_size: int = 1, backend: str | None = None,
     backend = backend or ("nccl" if cuda else "gloo")
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timeout)
-    device = "cuda" if cuda else "cpu"
-    if ep_size == 1:
-        return Mesh(dp=init_device_mesh(device, (world,), mesh_dim_names=("dp",)))
-    root = init_device_mesh(device, (world // ep_size, ep_size), mesh_dim_names=("dp_mod_ep", "ep"))
-    # one root, so FSDP2 can compose its "dp_mod_ep" sharding with the experts' "ep" DTensors
-    return Mesh(dp=root._flatten("dp"), ep=root["ep"], dp_mod_ep=root["dp_mod_ep"])
+    if ep_size not in _MESHES:
+        device = "cuda" if cuda else "cpu"
+        if ep_size == 1:
+            _MESHES[1] = Mesh(dp=init_device_mesh(device, (world,), mesh_dim_names=("dp",)))
+        else:
+            root = init_device_mesh(device, (world // ep_size, ep_size), mesh_dim_names=("dp_mod_ep", "ep"))
+            # one root, so FSDP2 can compose its "dp_mod_ep" sharding with the experts' "ep" DTensors
+            _MESHES[ep_size] = Mesh(dp=root._flatten("dp"), ep=root["ep"], dp_mod_ep=root["dp_mod_ep"])
+    return _MESHES[ep_size]
 
 
 def world() -> int:
@@ -117,8 +125,22 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    _MESHES.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def main_process_first():
+    """Rank 0 runs the block first (e.g. building data caches), the others after it has finished
+    (then reusing what it wrote): `with main_process_first(): data = prepare_data(recipe)`."""
+    if not is_main():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main():
+            barrier()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

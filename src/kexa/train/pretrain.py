@@ -32,7 +32,11 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 def pretrain(recipe: Recipe, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
     """Prepare (or reuse) the recipe's corpus, tokenizer and shards, then train in run_dir."""
-    return train(recipe, run_dir, prepare_data(recipe), resume=resume, quiet=quiet)
+    from . import parallel
+    parallel.init_distributed(ep_size=recipe.train.ep_size)  # under torchrun: rank 0 builds the caches,
+    with parallel.main_process_first():                       # the other ranks then reuse them
+        data = prepare_data(recipe)
+    return train(recipe, run_dir, data, resume=resume, quiet=quiet)
 
 
 def parser() -> argparse.ArgumentParser:
