@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("kexa.data.cli", "build the multilingual corpus (ko/en/es/de/ja/vi/code/stem) from offline sources"),
     "generate": ("kexa.infer.cli", "generate text from a model folder (streaming, --speculative MTP drafts, --json)"),
     "chat": ("kexa.infer.chat", "interactive chat with the chat template, reasoning on/off, streaming"),
+    "eval": ("kexa.eval.cli", "evaluate a model folder: niah (needle in a haystack, lengths x depths, heat map)"),
+    "extend": ("kexa.train.extend", "staged context extension gated by NIAH and short-context loss"),
+    "speedrun": ("kexa.speedrun", "the whole recipe at nano scale (--quick: tiny) and its report card"),
+    "report": ("kexa.report", "regenerate a speedrun's report.md and plots from its logs"),
 }
 
 

@@ -1,0 +1,249 @@
+"""Synthetic long-context reasoning / retrieval data: key-value lookups, multi-hop chains, copying.
+
+K-EXAONE's context-extension stages mix rehearsal data, whole long documents and *synthetic
+reasoning data* (report §3.2). A small model trained for minutes only learns to retrieve a fact
+from far away if its training mixture contains that task, so this module writes the task, and the
+NIAH evaluator (`kexa.eval.niah`) asks the same kind of question with *held-out* strings:
+
+- kv        facts "The secret number of Velmora is 4821." spread at random depths through filler
+            text; at the end one to three questions, each followed by its answer
+            ("What is the secret number of Velmora? The secret number of Velmora is 4821.")
+- multihop  a chain "Velmora is 4821. Tarsen is the same as Velmora. ..." (RULER's variable tracking):
+            the question asks for the last name of the chain
+- copy      a list of random keys early in the sequence, filler, then "Repeat the list:" and the list
+            (every copied token is a long-range retrieval target: fast to learn induction from)
+
+Keys are pseudo-words built from syllables and values are digit strings; `split="train"` and
+`split="eval"` draw from disjoint sets (a hash of the string decides), so NIAH never asks about a
+key or value seen in training. Fact templates come in the report's six languages (`TEMPLATES`).
+
+Examples are built at the token level so their length is exact: each `pack` of `seq_len` tokens
+holds examples back to back, separated by EOS, filled to the last token without padding; the
+filler between facts is a random span of a token stream (the pre-training shards, or generated
+text when none is given). Everything is deterministic given the seed.
+
+    python -c "from kexa.data.synthetic import Vocab; import random; print(Vocab('train').key(random.Random(0)))"
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .shards import write_shards
+
+# One language = (fact, question, answer prefix, fact suffix) templates; the answer prefix ends
+# right before the value, so "prefix + ' ' + value + suffix" is the fact itself.
+TEMPLATES: dict[str, dict[str, str]] = {
+    "en": {"prefix": "The secret number of {key} is", "suffix": ".", "question": "What is the secret number of {key}?",
+           "alias": "{key} has the same secret number as {other}.", "repeat": "Repeat the list:"},
+    "ko": {"prefix": "{key}의 비밀 번호는", "suffix": "입니다.", "question": "{key}의 비밀 번호는 무엇입니까?",
+           "alias": "{key}의 비밀 번호는 {other}와 같습니다.", "repeat": "목록을 반복하세요:"},
+    "es": {"prefix": "El número secreto de {key} es", "suffix": ".", "question": "¿Cuál es el número secreto de {key}?",
+           "alias": "{key} tiene el mismo número secreto que {other}.", "repeat": "Repite la lista:"},
+    "de": {"prefix": "Die geheime Zahl von {key} ist", "suffix": ".", "question": "Was ist die geheime Zahl von {key}?",
+           "alias": "{key} hat dieselbe geheime Zahl wie {other}.", "repeat": "Wiederhole die Liste:"},
+    "ja": {"prefix": "{key}の秘密の番号は", "suffix": "です。", "question": "{key}の秘密の番号は何ですか？",
+           "alias": "{key}の秘密の番号は{other}と同じです。", "repeat": "リストを繰り返してください:"},
+    "vi": {"prefix": "Số bí mật của {key} là", "suffix": ".", "question": "Số bí mật của {key} là gì?",
+           "alias": "{key} có cùng số bí mật với {other}.", "repeat": "Lặp lại danh sách:"},
+}
+TASKS = ("kv", "multihop", "copy")
+SYLLABLES = ("ka ne ro mi ta su lo ve ra tin mor dal fen gar hu jel ko lun pra sel tor vak wen yas zor bri "
+             "cam dor el fa gil ha ir jo kel lam nor op pel quin ris sam tul ur vin xa yel zan").split()
+
+
+class Vocab:
+    """Keys (pseudo-words) and values (digit strings) of one split; train and eval never overlap."""
+
+    def __init__(self, split: str, value_digits: int = 4):
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        if value_digits < 1:
+            raise ValueError(f"value_digits must be >= 1, got {value_digits}")
+        self.split, self.value_digits = split, value_digits
+
+    def _mine(self, s: str) -> bool:
+        # one string in four is held out for evaluation, decided by a stable hash (not Python's hash())
+        return (zlib.crc32(s.encode()) % 4 == 0) == (self.split == "eval")
+
+    def key(self, rng: random.Random) -> str:
+        while True:
+            s = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+            if self._mine(s):
+                return s
+
+    def value(self, rng: random.Random) -> str:
+        while True:
+            s = str(rng.randrange(10 ** (self.value_digits - 1), 10 ** self.value_digits))
+            if self._mine(s):
+                return s
+
+    def keys(self, rng: random.Random, n: int) -> list[str]:
+        out: list[str] = []
+        while len(out) < n:
+            k = self.key(rng)
+            if k not in out:
+                out.append(k)
+        return out
+
+
+def fact_text(lang: str, key: str, value: str) -> str:
+    t = TEMPLATES[lang]
+    return t["prefix"].format(key=key) + " " + value + t["suffix"]
+
+
+class Filler:
+    """Random spans of a token stream: the haystack between facts."""
+
+    def __init__(self, tokens: np.ndarray):
+        if tokens.size < 2:
+            raise ValueError("filler needs a non-empty token stream")
+        self.tokens = np.asarray(tokens, dtype=np.int64)
+
+    def span(self, rng: random.Random, n: int) -> list[int]:
+        if n <= 0:
+            return []
+        reps = -(-n // self.tokens.size)  # a short stream repeats (the original NIAH repeats its essays)
+        stream = np.tile(self.tokens, reps + 1) if reps > 0 else self.tokens
+        start = rng.randrange(0, max(1, stream.size - n))
+        return stream[start:start + n].tolist()
+
+
+def generated_filler_text(n_sentences: int = 400, seed: int = 0) -> str:
+    """Plain sentences from a fixed word list: the haystack when no corpus is available."""
+    rng = random.Random(seed)
+    words = ("the river city morning light old house small garden people walk long road green hill quiet "
+             "market evening window story book friend table music bridge winter summer field").split()
+    return " ".join(" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "."
+                    for _ in range(n_sentences))
+
+
+@dataclass
+class SyntheticConfig:
+    tasks: dict[str, float] = field(default_factory=lambda: {"kv": 0.6, "multihop": 0.2, "copy": 0.2})
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    max_facts: int = 4  # facts per kv example (1 .. max_facts; the others are distractors)
+    max_questions: int = 3  # questions per kv example
+    max_hops: int = 3  # aliases in a multihop chain
+    copy_items: tuple[int, int] = (4, 12)  # keys in a copy list
+    value_digits: int = 4
+    min_example: int = 48  # tokens; shorter leftovers are merged into the previous example's filler
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.tasks) - set(TASKS))
+        if bad or not self.tasks or any(w < 0 for w in self.tasks.values()) or sum(self.tasks.values()) <= 0:
+            raise ValueError(f"synthetic tasks must be weights over {TASKS} with a positive sum, got {self.tasks}")
+        bad = sorted(set(self.languages) - set(TEMPLATES))
+        if bad or not self.languages:
+            raise ValueError(f"synthetic languages must be among {sorted(TEMPLATES)}, got {self.languages}")
+
+
+class SyntheticGenerator:
+    """Token-exact examples of the three tasks. `encode(str) -> list[int]` is the tokenizer's."""
+
+    def __init__(self, encode: Callable[[str], list[int]], filler: Filler, config: SyntheticConfig | None = None,
+                 split: str = "train"):
+        self.encode, self.filler = encode, filler
+        self.config = config or SyntheticConfig()
+        self.vocab = Vocab(split, self.config.value_digits)
+        self._cache: dict[str, list[int]] = {}
+
+    def enc(self, text: str) -> list[int]:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = self._cache[text] = self.encode(text)
+        return ids
+
+    def line(self, text: str) -> list[int]:
+        """A sentence on its own line: tokenised the same way wherever it appears."""
+        return self.enc("\n" + text + "\n")
+
+    def _weave(self, rng: random.Random, length: int, pieces: list[list[int]], tail: list[int]) -> list[int]:
+        """Filler of the remaining length with `pieces` inserted in order at random depths, then `tail`."""
+        room = length - len(tail) - sum(map(len, pieces))
+        if room < 0:
+            return []
+        cuts = sorted(rng.randint(0, room) for _ in pieces)
+        text = self.filler.span(rng, room)
+        out, prev = [], 0
+        for cut, piece in zip(cuts, pieces):
+            out += text[prev:cut] + piece
+            prev = cut
+        return out + text[prev:] + tail
+
+    def kv(self, rng: random.Random, length: int, lang: str) -> list[int]:
+        c, t = self.config, TEMPLATES[lang]
+        keys = self.vocab.keys(rng, rng.randint(1, c.max_facts))
+        values = [self.vocab.value(rng) for _ in keys]
+        facts = [self.line(t["prefix"].format(key=k) + " " + v + t["suffix"]) for k, v in zip(keys, values)]
+        order = list(range(len(keys)))
+        rng.shuffle(order)
+        tail: list[int] = []
+        for i in order[:rng.randint(1, min(c.max_questions, len(keys)))]:
+            tail += self.line(t["question"].format(key=keys[i])) + self.enc(t["prefix"].format(key=keys[i])) \
+                + self.enc(" " + values[i]) + self.enc(t["suffix"] + "\n")
+        return self._weave(rng, length, facts, tail)
+
+    def multihop(self, rng: random.Random, length: int, lang: str) -> list[int]:
+        t = TEMPLATES[lang]
+        keys = self.vocab.keys(rng, rng.randint(2, self.config.max_hops + 1))
+        value = self.vocab.value(rng)
+        chain = [self.line(t["prefix"].format(key=keys[0]) + " " + value + t["suffix"])]
+        chain += [self.line(t["alias"].format(key=b, other=a)) for a, b in zip(keys, keys[1:])]
+        tail = self.line(t["question"].format(key=keys[-1])) + self.enc(t["prefix"].format(key=keys[-1])) \
+            + self.enc(" " + value) + self.enc(t["suffix"] + "\n")
+        return self._weave(rng, length, chain, tail)
+
+    def copy(self, rng: random.Random, length: int, lang: str) -> list[int]:
+        lo, hi = self.config.copy_items
+        items = " ".join(self.vocab.keys(rng, rng.randint(lo, hi)))
+        return self._weave(rng, length, [self.line(items)], self.line(TEMPLATES[lang]["repeat"]) + self.enc(items + "\n"))
+
+    def example(self, rng: random.Random, length: int) -> list[int]:
+        """One example of exactly `length` tokens (a task that does not fit falls back to filler)."""
+        names = list(self.config.tasks)
+        task = rng.choices(names, weights=[self.config.tasks[n] for n in names])[0]
+        lang = rng.choice(self.config.languages)
+        ids = getattr(self, task)(rng, length, lang)
+        return ids if len(ids) == length else self.filler.span(rng, length)
+
+    def pack(self, rng: random.Random, seq_len: int) -> list[list[int]]:
+        """Examples whose lengths + one EOS each (added by the shard writer) sum to exactly seq_len;
+        lengths are drawn uniformly, so fact-to-question distances cover the whole window."""
+        room, out = seq_len, []
+        m = self.config.min_example
+        while room > 0:
+            n = room - 1 if room - 1 < 2 * m + 1 else rng.randint(m, room - 1)
+            out.append(self.example(rng, n))
+            room -= n + 1
+        return out
+
+
+def write_synthetic_shards(generator: SyntheticGenerator, out_dir: str | Path, seq_len: int, n_tokens: int,
+                           vocab_size: int, eos_id: int, seed: int = 0) -> dict:
+    """At least n_tokens of packed synthetic examples as a shard set (each pack = seq_len tokens).
+
+    Every example ends with EOS, and every pack ends with an example, so a loader window of
+    seq_len + 1 tokens aligned on the packs never trains across two packs (the label after an EOS
+    is masked by the loader)."""
+    if seq_len < 2 * generator.config.min_example + 2:
+        raise ValueError(f"seq_len {seq_len} is too short for synthetic examples of >= {generator.config.min_example} "
+                         f"tokens (lower min_example)")
+    rng = random.Random(seed)
+    n_packs = max(2, -(-n_tokens // seq_len))
+    docs = (ex for _ in range(n_packs) for ex in generator.pack(rng, seq_len))
+    return write_shards(docs, out_dir, vocab_size, eos_id, extra_meta={"kind": "synthetic", "seq_len": seq_len,
+                                                                     "seed": seed})
+
+
+def answer_of(text: str) -> str:
+    """The value a generated answer gives: its leading digits (a suffix such as "입니다." or "." ends it)."""
+    m = re.match(r"\s*(\d+)", text)
+    return m.group(1) if m else ""
