@@ -1,8 +1,10 @@
 """Benchmark: SuperBPE vs plain BPE at equal vocabulary — bytes/token per domain, training time, encode MB/s.
 
 On the held-out split of the corpus (`kexa data corpus`), for each vocabulary size it trains
-(a) plain byte-level BPE (stock `tokenizers` trainer, the default rule's stage-1 pre-tokenizer),
-(b) kexa SuperBPE with the SuperBPE boundary rule and (c) with K-EXAONE's released pre-tokenizer rule,
+(a) plain byte-level BPE (stock `tokenizers` trainer) on the default rule's stage-1 pre-tokenizer,
+(a') the same on the K-EXAONE rule's stage-1 pre-tokenizer, (b) kexa SuperBPE with the SuperBPE
+boundary rule and (c) with K-EXAONE's released pre-tokenizer rule (gains against (a), and for (c) also
+against (a')),
 all on the same training split, and reports held-out bytes per token per domain, the gain over (a),
 training wall time, and encode throughput (MB/s, `encode_batch` over the held-out text, and one
 document at a time) of each. Targets (issue 3): at 16K, SuperBPE ≥ 15% more bytes/token than BPE
@@ -20,9 +22,12 @@ import platform
 import time
 from pathlib import Path
 
-from kexa.data import build_corpus
+from kexa.data import CorpusInfo, build_corpus
 from kexa.tokenizer import DEFAULT_TRANSITION, train_bpe, train_superbpe
 from kexa.tokenizer.textfiles import iter_documents
+
+
+KINDS = ["bpe/superbpe", "bpe/kexaone", "superbpe/superbpe", "superbpe/kexaone"]
 
 
 def throughput(tok, docs: list[str]) -> dict[str, float]:
@@ -50,9 +55,13 @@ def main() -> None:
     ap.add_argument("--sweep", type=float, nargs="*", default=[], help="extra SuperBPE transitions at the first --vocab")
     ap.add_argument("--corpus", default=None, help="corpus folder (default: cache/corpus, built if missing)")
     ap.add_argument("--out", default="benchmarks/results/tokenizer_efficiency.json")
+    ap.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="which tokenizers to train")
     args = ap.parse_args()
 
-    info = build_corpus(args.corpus)
+    if args.corpus and (Path(args.corpus) / "manifest.json").exists():
+        info = CorpusInfo.load(args.corpus)  # an existing corpus folder, as it is
+    else:
+        info = build_corpus(args.corpus)
     train = info.files("train")
     held = {d: list(iter_documents(info.paths[d]["heldout"].with_suffix(".jsonl"))) for d in info.domains}
     all_docs = [doc for docs in held.values() for doc in docs]
@@ -61,7 +70,7 @@ def main() -> None:
           f"domains {info.domains}", flush=True)
     results = {"machine": platform.processor() or platform.machine(), "train_mb": round(train_mb, 2), "runs": []}
 
-    def record(kind, vocab, tok, seconds, base=None, transition=None):
+    def record(kind, vocab, tok, seconds, base=None, transition=None, own_base=None):
         bpt = evaluate(tok, held)
         row = {"kind": kind, "vocab": vocab, "actual_vocab": tok.vocab_size, "transition": transition,
                "train_seconds": round(seconds, 1), "bytes_per_token": bpt, **throughput(tok, all_docs),
@@ -71,6 +80,10 @@ def main() -> None:
             row["gain"] = gain
             row["mean_gain"] = round(sum(gain.values()) / len(gain), 4)
             row["min_gain"] = min(gain.values())
+        if own_base is not None:
+            own = {d: round(bpt[d] / own_base[d] - 1, 4) for d in bpt}
+            row["gain_vs_same_rule_bpe"] = own
+            row["mean_gain_vs_same_rule_bpe"] = round(sum(own.values()) / len(own), 4)
         results["runs"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "meta"}), flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -78,20 +91,29 @@ def main() -> None:
         return bpt
 
     for i, vocab in enumerate(args.vocab):
-        t = time.perf_counter()
-        bpe = train_bpe(train, vocab)
-        base = record("bpe", vocab, bpe, time.perf_counter() - t)
+        base = {}
+        for rule in ("superbpe", "kexaone"):  # plain BPE on each rule's stage-1 pre-tokenization
+            if f"bpe/{rule}" in args.kinds:
+                t = time.perf_counter()
+                tok = train_bpe(train, vocab, rule=rule)
+                base[rule] = record(f"bpe/{rule}", vocab, tok, time.perf_counter() - t)
         for rule in ("superbpe", "kexaone"):
+            if f"superbpe/{rule}" not in args.kinds:
+                continue
             for tr in [args.transition] + (args.sweep if i == 0 and rule == "superbpe" else []):
                 t = time.perf_counter()
                 tok = train_superbpe(train, vocab, transition=tr, rule=rule)
-                record(f"superbpe/{rule}", vocab, tok, time.perf_counter() - t, base, tr)
+                # gains against the default plain BPE; the kexaone row also against its own plain BPE
+                record(f"superbpe/{rule}", vocab, tok, time.perf_counter() - t, base.get("superbpe"), tr,
+                       own_base=base.get("kexaone") if rule == "kexaone" else None)
 
     print("\n| vocab | tokenizer | t | train s | " + " | ".join(info.domains) + " | mean gain | min gain | encode: batch MB/s (wall) / single MB per CPU-s |")
     print("|---|---|---|---|" + "---|" * len(info.domains) + "---|---|---|")
     for r in results["runs"]:
         cells = [f"{r['bytes_per_token'][d]:.2f}" + (f" ({r['gain'][d]:+.0%})" if "gain" in r else "") for d in info.domains]
         mean = f"{r['mean_gain']:+.1%}" if "gain" in r else "—"
+        if "mean_gain_vs_same_rule_bpe" in r:
+            mean += f" (vs bpe/kexaone {r['mean_gain_vs_same_rule_bpe']:+.1%})"
         mn = f"{r['min_gain']:+.1%}" if "gain" in r else "—"
         tr = r["meta"].get("transition", "—")
         print(f"| {r['vocab']} | {r['kind']} | {tr} | {r['train_seconds']:.0f} | " + " | ".join(cells)
