@@ -104,6 +104,9 @@ def load_optimizer_states(model: nn.Module, optimizers: list[torch.optim.Optimiz
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     for opt, s in zip(optimizers, states):
+        for group, saved in zip(opt.param_groups, s["param_groups"]):
+            for key, value in saved.items():  # DCP maps only keys the fresh groups have (initial_lr
+                group.setdefault(key, value)  # appears at the first set_lr)
         set_optimizer_state_dict(model, opt, s, options=StateDictOptions(full_state_dict=True))
 
 

@@ -336,8 +336,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                     raise NonFiniteError(f"{bad_in_row} consecutive steps with a non-finite loss or gradient "
                                          f"(last at step {step}); stopping. Last good checkpoint: "
                                          f"{good if good else 'none saved yet'}")
-                if stop.signal is not None:
-                    interrupted = stop.signal
+                if parallel.any_rank(stop.signal is not None):  # all ranks stop at the same step
+                    interrupted = stop.signal or "SIGTERM"
                     save(step)
                     break
                 if tc.save_every and step % tc.save_every == 0 and not last:

@@ -143,6 +143,16 @@ def main_process_first():
             barrier()
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is True on any rank: collective decisions (stop on a signal that
+    reached the ranks at different steps) must be taken by all ranks at the same step."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """In-place sum over all ranks (e.g. expert loads for the bias update); returns t."""
     if dist.is_initialized():
