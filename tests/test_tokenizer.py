@@ -83,12 +83,12 @@ def test_special_strings_in_text(super_tok):
 
 
 def test_one_megabyte_string_round_trips_quickly(super_tok):
-    text = (corpus(200, seed=5) + "".join(ADVERSARIAL)) * 1
+    text = corpus(200, seed=5) + "".join(ADVERSARIAL)
     text = (text * (1_000_000 // len(text.encode()) + 1))[:1_000_000]
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: the suite shares a loaded 2-core machine
     ids = super_tok.encode(text)
     assert super_tok.decode(ids) == unicodedata.normalize("NFC", text)
-    assert time.perf_counter() - t < 20
+    assert time.process_time() - t < 15
     # one 1 MB "chunk" with no boundary at all (letters and single spaces only)
     words = " ".join(["alpha", "beta", "gamma"] * 60000)
     assert super_tok.decode(super_tok.encode(words)) == words
