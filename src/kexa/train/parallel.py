@@ -178,6 +178,8 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
     FSDP2 all-gathers bf16 copies for compute and reduces gradients in fp32 (master weights stay
     fp32 in the optimiser); routers stay fp32 throughout. With mesh None (single process) only
     activation checkpointing applies. Returns the model (same object, now an FSDPModule)."""
+    if isinstance(mixed_precision, str) and mixed_precision not in DTYPES:
+        raise ValueError(f"mixed_precision must be one of {sorted(DTYPES)} or a torch dtype, got {mixed_precision!r}")
     model.activation_checkpointing = activation_checkpointing
     if mesh is None:
         return model
