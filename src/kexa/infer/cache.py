@@ -175,22 +175,35 @@ class KVCache:
         if ((n_keep < 0) | (n_keep > T)).any():
             raise ValueError(f"n_keep must lie in [0, {T}], got {n_keep.tolist()}")
         touched = [g for g in self.groups if any(i in step["pending"] for i in g.layers)]
+        for g in touched:
+            g.lengths[rows] = pos[:, 0] + n_keep  # positions continue the committed history
+        rings = [g for g in touched if g.ring_pos is not None]
+        if not rings:
+            return
         t = torch.arange(T, device=self.device)
         # ring writes: the last min(n_keep, W) kept tokens of each row (earlier ones would be overwritten)
         write = (t[None] < n_keep[:, None]) & (t[None] >= n_keep[:, None] - self.window)  # (b, T)
-        bi, ti = write.nonzero(as_tuple=True)
-        slots = pos[bi, ti] % self.window
-        ri = bi + (rows.start or 0)
-        for g in touched:
-            g.lengths[rows] = pos[:, 0] + n_keep  # positions continue the committed history
-            if g.ring_pos is None:
-                continue
-            g.ring_pos[ri, slots] = pos[bi, ti]
+        slots = pos % self.window  # (b, T)
+        if T <= self.window:  # decode / verify: a row's slots are distinct -> masked scatter, no host sync
+            for g in rings:
+                ring_pos = g.ring_pos[rows]  # (b, W) view
+                ring_pos.scatter_(1, slots, torch.where(write, pos, ring_pos.gather(1, slots)))
+                for i in g.layers:
+                    if step["pending"].get(i) is not None:
+                        idx = slots[:, None, :, None].expand_as(step["pending"][i][0])  # (b, K, T, D)
+                        for buf, new in zip((self.k[i][rows], self.v[i][rows]), step["pending"][i]):
+                            kept = torch.where(write[:, None, :, None], new.to(self.dtype), buf.gather(2, idx))
+                            buf.scatter_(2, idx, kept)
+            return
+        bi, ti = write.nonzero(as_tuple=True)  # long prefill chunk: only its last W tokens land
+        ri, si = bi + (rows.start or 0), slots[bi, ti]
+        for g in rings:
+            g.ring_pos[ri, si] = pos[bi, ti]
             for i in g.layers:
                 if step["pending"].get(i) is not None:
                     k, v = step["pending"][i]  # (b, K, T, D)
-                    self.k[i][ri, :, slots] = k[bi, :, ti].to(self.dtype)  # (n, K, D)
-                    self.v[i][ri, :, slots] = v[bi, :, ti].to(self.dtype)
+                    self.k[i][ri, :, si] = k[bi, :, ti].to(self.dtype)  # (n, K, D)
+                    self.v[i][ri, :, si] = v[bi, :, ti].to(self.dtype)
 
     def reset(self, rows: slice | None = None) -> None:
         """Forget the history of `rows` (all by default); buffers stay allocated."""

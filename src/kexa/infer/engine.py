@@ -46,8 +46,8 @@ class GenerationStats:
     new_tokens: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0
-    steps: int = 0  # decode forwards of the main model
-    drafted: list[int] = field(default_factory=list)  # per draft position: drafts proposed
+    steps: int = 0  # decode forwards of the main model (one per batch step)
+    drafted: list[int] = field(default_factory=list)  # per draft position: drafts proposed (row-steps)
     accepted: list[int] = field(default_factory=list)  # per draft position: drafts accepted
 
     @property
@@ -71,8 +71,8 @@ class GenerationStats:
 
     @property
     def mean_accepted_length(self) -> float | None:
-        """Tokens emitted per verify step (accepted drafts + 1)."""
-        return None if not self.drafted or not self.steps else 1 + sum(self.accepted) / self.steps
+        """Tokens a row emits per verify step (accepted drafts + 1), averaged over active rows."""
+        return 1 + sum(self.accepted) / self.drafted[0] if self.drafted and self.drafted[0] else None
 
 
 @dataclass
