@@ -27,6 +27,7 @@ text when none is given). Everything is deterministic given the seed.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import zlib
@@ -215,12 +216,15 @@ class SyntheticGenerator:
         return ids if len(ids) == length else self.filler.span(rng, length)
 
     def pack(self, rng: random.Random, seq_len: int) -> list[list[int]]:
-        """Examples whose lengths + one EOS each (added by the shard writer) sum to exactly seq_len;
-        lengths are drawn uniformly, so fact-to-question distances cover the whole window."""
+        """Examples whose lengths + one EOS each (added by the shard writer) sum to exactly seq_len.
+
+        Lengths are log-uniform between min_example and what is left: many short examples (dense
+        answers to learn the task from) and, in every pack, some spanning a large part of the window
+        (fact-to-question distances up to the stage length)."""
         room, out = seq_len, []
         m = self.config.min_example
         while room > 0:
-            n = room - 1 if room - 1 < 2 * m + 1 else rng.randint(m, room - 1)
+            n = room - 1 if room - 1 < 2 * m + 1 else int(math.exp(rng.uniform(math.log(m), math.log(room - 1))))
             out.append(self.example(rng, n))
             room -= n + 1
         return out

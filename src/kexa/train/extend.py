@@ -203,7 +203,8 @@ class Extender:
         for s in stages:
             norm = sum(s.weights.values())
             for n, w in s.weights.items():
-                mix[n] += s.fraction / total * w / norm
+                if n in mix:  # a domain the corpus lacks was never trained on
+                    mix[n] += s.fraction / total * w / norm
         return mix
 
     def stage_sources(self, i: int) -> tuple[dict[str, TokenShards], dict[str, float]]:
@@ -290,7 +291,7 @@ class Extender:
         self.records.append(rec)
         with open(self.run_dir / LOG, "a") as f:
             f.write(json.dumps(rec) + "\n")
-        if not self.quiet:
+        if True:  # decisions always reach the console; `quiet` only silences progress bars
             niah = " ".join(f"{k}:{v:.2f}" for k, v in rec.get("niah", {}).items())
             head = f"[extend] {rec['event']}" + (f" {rec['stage']} round {rec['round']}" if "round" in rec else "")
             loss = f" short-loss {rec['short_loss']:.4f}" if "short_loss" in rec else ""
@@ -323,8 +324,7 @@ class Extender:
         rec: dict[str, Any] = {"event": "baseline", "short_loss": base_loss, "short_seq_len": self.short_seq_len,
                                "init_from": cfg.extend.init_from, "decision": "start"}
         if cfg.niah.baseline:
-            lengths = sorted({n for i in range(len(cfg.stages)) for n in cfg.lengths(i, self.short_seq_len)}
-                             | {self.short_seq_len})
+            lengths = sorted({n for i in range(len(cfg.stages)) for n in cfg.lengths(i, self.short_seq_len)})
             rec["niah"] = self.niah(model, lengths, "baseline")["accuracy"]
         self.record(rec | {"seconds": time.perf_counter() - t0})
         passed: dict[str, bool] = {}
