@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model.layers import rope_cos_sin
 from .cache import KVCache
 from .sampling import SamplingParams, sample, token_probs
 
@@ -54,12 +55,16 @@ def mtp_draft(model, cache: KVCache, hidden: torch.Tensor, next_ids: torch.Tenso
               generator: torch.Generator | None, rows: slice | None = None):
     """Run the MTP block over (b, T) positions, commit n_keep of them to its cache, and draft from
     index `take` (b,): returns q (b, V), draft (b,), MTP hidden at `take` (b, 1, C)."""
+    # model.mtp + lm_head rather than model.mtp_forward: only row `take` needs logits, and the
+    # (T - 1) x V logits mtp_forward would add cost as much as a quarter of a nano decode step each
+    cfg = model.config
+    rope = rope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, hidden.dtype)
     cache.begin(position_ids, rows)
-    logits, u = model.mtp_forward(hidden, next_ids, position_ids, cache)  # (b, T, V), (b, T, C)
+    u = model.mtp(hidden, model.model.embed_tokens(next_ids), rope, cache)  # (b, T, C)
     cache.commit(n_keep)
-    ar = torch.arange(len(take), device=take.device)
-    q = token_probs(logits[ar, take], params, seen)
-    return q, sample(q, generator), u[ar, take][:, None]
+    u_take = u[torch.arange(len(take), device=take.device), take][:, None]  # (b, 1, C)
+    q = token_probs(model.lm_head(u_take)[:, 0], params, seen)
+    return q, sample(q, generator), u_take
 
 
 def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, generator: torch.Generator | None):
