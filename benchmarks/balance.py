@@ -6,6 +6,7 @@ layers, averaged over the steps after warm-up) and MaxVio_global (loads summed o
 set at the end), plus the final validation loss, so that a balance gain bought with quality shows.
 
     .venv/bin/python benchmarks/balance.py --steps 150 --warmup-frac 0.3
+    .venv/bin/python benchmarks/balance.py --config configs/tiny.toml --seq 64 --gamma 0.01 0.003
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--gamma", type=float, default=None, help="bias step (default: the recipe's)")
+    ap.add_argument("--gamma", type=float, nargs="*", default=None,
+                    help="bias step(s) to compare with gamma = 0 (default: the recipe's)")
     ap.add_argument("--warmup-frac", type=float, default=0.3, help="steps ignored before averaging MaxVio")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -37,10 +39,10 @@ def main() -> None:
     common = [f"train.steps={args.steps}", f"data.seq_len={args.seq}", f"data.batch_size={args.batch}",
               "train.save_every=0", "train.plot=false", "data.eval_batches=4"]
     base = load_recipe(args.config, common)
-    gamma = base.balance.gamma if args.gamma is None else args.gamma
+    gammas = [base.balance.gamma] if not args.gamma else args.gamma
     data = prepare_data(base)
     out = {}
-    for label, g in (("with_bias_update", gamma), ("without", 0.0)):
+    for label, g in [(f"with_bias_update_gamma_{g:g}", g) for g in gammas] + [("without", 0.0)]:
         with tempfile.TemporaryDirectory() as run:
             res = train(load_recipe(args.config, common + [f"balance.gamma={g}"]), run, data, quiet=True)
         after = res.history[int(args.warmup_frac * args.steps):]

@@ -225,3 +225,20 @@ def test_recipe_errors_are_clear(tmp_path):
     r = load_recipe("configs/tiny.toml", ["optim.lr=1e-3", "schedule.shape=linear", "train.steps=7"])
     assert r.optim.lr == 1e-3 and r.schedule.shape == "linear" and r.train.steps == 7
     assert [s.name for s in r.curriculum] == ["foundation", "domain", "reasoning"]
+
+
+def test_fp8_is_refused_cleanly_without_a_capable_gpu(tmp_path, data):
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9):
+        pytest.skip("a capable GPU is present: FP8 would run")
+    with pytest.raises(RecipeError, match="compute capability >= 8.9"):
+        train(recipe("train.steps=2", "train.fp8=true"), tmp_path / "fp8", data, quiet=True)
+    assert not ckpt.list_checkpoints(tmp_path / "fp8")
+
+
+def test_shipped_recipes_parse():
+    for name, preset in (("tiny", "tiny"), ("nano", "nano"), ("k-exaone-236b", "k-exaone-236b")):
+        r = load_recipe(f"configs/{name}.toml")
+        assert r.model["preset"] == preset and len(r.curriculum) == 3
+    big = load_recipe("configs/k-exaone-236b.toml")
+    assert (big.balance.gamma, big.balance.alpha, big.balance.mtp_weight) == (1e-4, 1e-4, 0.05)
+    assert big.model_config(big.data.vocab_size).num_experts == 128
