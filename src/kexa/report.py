@@ -1,0 +1,304 @@
+"""The speedrun's report card: RUN/report.md + PNG plots, rebuilt from the run's own logs.
+
+Every number comes from files the run wrote (stages.json, tokenizer_compare.json,
+pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, eval.json), so
+`kexa report RUN` regenerates the same report at any time. Plots need matplotlib (`kexa[plot]`);
+without it the report is written with tables only and says so.
+
+    kexa report runs/speedrun
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+SECTIONS = ["Headline", "Machine", "Tokenizer", "Parameters", "Pre-training", "Expert balance",
+            "Context extension", "Decoding", "KV cache", "Samples", "Wall time"]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _plt():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        return None
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def machine() -> dict:
+    import torch
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("tokenizers", "safetensors", "transformers"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none", **versions}
+
+
+# ---------------------------------------------------------------------- plots
+def plot_losses(rows: list[dict], ext_log: list[dict], path: Path) -> bool:
+    plt = _plt()
+    if plt is None or not rows:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    ax = axes[0]
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["loss"] for r in rows], lw=0.7, label="train CE")
+    if any("mtp" in r for r in rows):
+        ax.plot(steps, [r.get("mtp", float("nan")) for r in rows], lw=0.7, alpha=0.7, label="MTP CE (t+2)")
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    if val:
+        ax.plot(*zip(*val), "o-", label="held-out CE")
+    prev = None
+    for r in rows:  # curriculum stage boundaries
+        if prev is not None and r.get("stage") != prev:
+            ax.axvline(r["step"], color="grey", ls=":", lw=0.8)
+            ax.text(r["step"], ax.get_ylim()[1], f" {r['stage']}", va="top", fontsize=8, color="grey")
+        prev = r.get("stage")
+    ax.set(title="pre-training", xlabel="step", ylabel="loss")
+    ax.legend()
+    ax = axes[1]
+    rounds = [r for r in ext_log if r.get("event") == "round"]
+    if rounds:
+        labels = [f"{r['stage']}·r{r['round']}" for r in rounds]
+        ax.plot(labels, [r.get("train_loss", float("nan")) for r in rounds], "o-", label="stage train CE (last)")
+        ax.plot(labels, [r["short_loss"] for r in rounds], "s-", label="short-context held-out CE")
+        ax.axhline(rounds[0]["short_loss_base"], color="grey", ls=":", label="before extension")
+        ax.legend()
+    ax.set(title="context extension rounds", ylabel="loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def plot_balance(rows: list[dict], loads: list[list[float]], path: Path) -> bool:
+    plt = _plt()
+    if plt is None or not loads:
+        return False
+    import numpy as np
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    vio = [(r["step"], r["maxvio"]) for r in rows if "maxvio" in r]
+    if vio:
+        axes[0].plot(*zip(*vio), lw=0.7, label="MaxVio (batch, mean over layers)")
+    gvio = [(r["step"], r["maxvio_global"]) for r in rows if "maxvio_global" in r]
+    if gvio:
+        axes[0].plot(*zip(*gvio), "o-", label="MaxVio (global, held-out)")
+    axes[0].set(title="expert balance during pre-training", xlabel="step", ylabel="MaxVio")
+    axes[0].legend()
+    arr = np.array(loads, dtype=float)
+    frac = arr / arr.sum(1, keepdims=True)
+    im = axes[1].imshow(frac, aspect="auto", cmap="viridis")
+    axes[1].set(title="token share per expert (final model, held-out)", xlabel="expert", ylabel="MoE layer")
+    fig.colorbar(im, ax=axes[1])
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------- the report
+def write_report(run_dir: str | Path) -> Path:
+    run = Path(run_dir)
+    stages = _read_json(run / "stages.json")
+    tokcmp = _read_json(run / "tokenizer_compare.json")
+    rows = _read_jsonl(run / "pretrain" / "metrics.jsonl")
+    ext_log = _read_jsonl(run / "extend" / "extend_log.jsonl")
+    ev = _read_json(run / "eval.json")
+    md: list[str] = []
+    add = md.append
+
+    total_wall = sum(s.get("wall_s", 0) for s in stages.values())
+    add("# kexa speedrun report card\n")
+    add(f"Run `{run}` · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} · "
+        f"stages' wall time {total_wall / 60:.1f} min. Every number below was measured in this run "
+        f"(regenerate with `kexa report {run}`).\n")
+
+    # headline
+    add("## Headline\n")
+    pre = stages.get("pretrain", {}).get("summary", {})
+    base = next((r for r in ext_log if r.get("event") == "baseline"), {})
+    last_round = [r for r in ext_log if r.get("event") == "round"]
+    last = last_round[-1] if last_round else {}
+    spec = ev.get("decode", {}).get("speculative", {})
+    add("| metric | value |\n|---|---|")
+    add(f"| wall time (all stages) | {total_wall / 60:.1f} min |")
+    if pre.get("final_val_loss") is not None:
+        add(f"| final pre-training held-out loss | {pre['final_val_loss']:.4f} |")
+    sc = ev.get("short_context", {})
+    if sc:
+        add(f"| short-context held-out loss, pre-trained → extended | "
+            f"{sc['pretrained']['val_loss']:.4f} → {sc['extended']['val_loss']:.4f} |")
+    if tokcmp:
+        add(f"| SuperBPE bytes/token gain over plain BPE (mean of domains) | {100 * tokcmp['mean_gain']:+.1f}% |")
+    if base.get("niah") and last.get("niah"):
+        before = ", ".join(f"{k}: {v:.2f}" for k, v in base["niah"].items())
+        after = ", ".join(f"{k}: {v:.2f}" for k, v in last["niah"].items())
+        add(f"| NIAH accuracy before extension | {before} |")
+        add(f"| NIAH accuracy after extension | {after} |")
+    for k, v in spec.items():
+        add(f"| MTP speculative decode speed-up, {k} draft(s) | {v['speedup']:.2f}× "
+            f"(acceptance {100 * (v['acceptance_rate'] or 0):.0f}%) |")
+    add("")
+
+    # machine
+    add("## Machine\n")
+    m = machine()
+    add("| | |\n|---|---|")
+    for k, v in m.items():
+        add(f"| {k} | {v} |")
+    add("")
+
+    # tokenizer
+    add("## Tokenizer\n")
+    if tokcmp:
+        add(f"SuperBPE vs plain BPE, both {tokcmp['vocab_size']} tokens, trained on the same corpus; "
+            f"bytes per token on the held-out split (higher is better).\n")
+        add("| domain | SuperBPE | plain BPE | gain |\n|---|---|---|---|")
+        for d, r in tokcmp["domains"].items():
+            add(f"| {d} | {r['superbpe_bytes_per_token']:.3f} | {r['bpe_bytes_per_token']:.3f} | {100 * r['gain']:+.1f}% |")
+        add(f"| **mean** | | | **{100 * tokcmp['mean_gain']:+.1f}%** |\n")
+    else:
+        add("(no tokenizer comparison in this run)\n")
+
+    # parameters
+    add("## Parameters\n")
+    p = ev.get("params", {})
+    if p:
+        add("| | count |\n|---|---|")
+        for k in ("total_params", "active_params", "mtp_params", "embedding_params"):
+            add(f"| {k.replace('_', ' ')} | {p[k]:,} |")
+        add("")
+
+    # pre-training
+    add("## Pre-training\n")
+    if rows:
+        first, lastrow = rows[0], rows[-1]
+        add(f"{lastrow['step']} optimiser steps, {lastrow.get('tokens', 0):,} tokens; train CE "
+            f"{first['loss']:.3f} → {lastrow['loss']:.3f}; median {sorted(r['tok_per_s'] for r in rows)[len(rows) // 2]:.0f} "
+            f"tokens/s; {sum(1 for r in rows if r.get('skipped'))} skipped steps. Curriculum stages: "
+            + ", ".join(dict.fromkeys(r.get("stage", "?") for r in rows)) + ".\n")
+        if plot_losses(rows, ext_log, run / "loss.png"):
+            add("![losses](loss.png)\n")
+
+    # balance
+    add("## Expert balance\n")
+    if ev.get("maxvio_per_layer"):
+        vio = ev["maxvio_per_layer"]
+        add(f"Final model on held-out data: MaxVio per MoE layer "
+            f"{', '.join(f'{v:.2f}' for v in vio)} (mean {sum(vio) / len(vio):.2f}); dead experts "
+            f"{sum(1 for layer in ev['expert_loads'] for c in layer if c == 0)}.\n")
+        if plot_balance(rows, ev["expert_loads"], run / "balance.png"):
+            add("![balance](balance.png)\n")
+
+    # context extension
+    add("## Context extension\n")
+    if ext_log:
+        add("| event | stage | round | seq len | NIAH by length | short loss | regression | decision |")
+        add("|---|---|---|---|---|---|---|---|")
+        for r in ext_log:
+            if r.get("event") not in ("baseline", "round"):
+                continue
+            niah = ", ".join(f"{k}: {v:.2f}" for k, v in (r.get("niah") or {}).items())
+            reg = f"{100 * r['regression']:+.2f}%" if "regression" in r else ""
+            add(f"| {r['event']} | {r.get('stage', '')} | {r.get('round', '')} | {r.get('seq_len', r.get('short_seq_len', ''))} "
+                f"| {niah} | {r['short_loss']:.4f} | {reg} | {r.get('decision', '')} |")
+        add("")
+        heat = sorted((run / "extend" / "niah").glob("*.png")) if (run / "extend" / "niah").exists() else []
+        if heat:
+            for pick, label in ((heat[0], "before extension"), (heat[-1], "after extension")):
+                dest = run / f"niah_{'before' if label.startswith('before') else 'after'}.png"
+                shutil.copyfile(pick, dest)
+                add(f"NIAH {label} (`{pick.name}`):\n\n![{label}]({dest.name})\n")
+
+    # decoding
+    add("## Decoding\n")
+    dec = ev.get("decode", {})
+    if dec:
+        add(f"Batch 1, greedy, {dec['new_tokens']} new tokens, medians of alternating runs.\n")
+        add("| decoding | tokens/s | speed-up | acceptance | accepted/step | same tokens as greedy |")
+        add("|---|---|---|---|---|---|")
+        add(f"| plain | {dec['plain_tokens_per_s']:.1f} | 1.00× | | | |")
+        for k, v in spec.items():
+            add(f"| MTP speculative, {k} draft(s) | {v['tokens_per_s']:.1f} | {v['speedup']:.2f}× | "
+                f"{100 * (v['acceptance_rate'] or 0):.0f}% | {v['mean_accepted_length'] or 0:.2f} | "
+                f"{'yes' if v['identical_to_greedy'] else 'NO'} |")
+        add("")
+
+    # KV cache
+    add("## KV cache\n")
+    for name, entries in ev.get("kv_cache", {}).items():
+        add(f"**{name}** (bf16): hybrid (global layers × tokens + sliding layers × window) vs full attention\n")
+        add("| tokens | hybrid | full attention | ratio |\n|---|---|---|---|")
+        for e in entries:
+            add(f"| {e['tokens']:,} | {_fmt_bytes(e['hybrid_bytes'])} | {_fmt_bytes(e['full_bytes'])} | "
+                f"{100 * e['hybrid_bytes'] / e['full_bytes']:.1f}% |")
+        add("")
+
+    # samples
+    add("## Samples\n")
+    for s in ev.get("samples", []):
+        add(f"- **{s['prompt']}** → {s['completion']!r}")
+    add("")
+
+    # wall time
+    add("## Wall time\n")
+    add("| stage | wall time |\n|---|---|")
+    for name, s in stages.items():
+        add(f"| {name} | {s.get('wall_s', 0):.0f} s |")
+    add("")
+    if _plt() is None:
+        add("_matplotlib is not installed: plots were skipped (pip install 'kexa[plot]')._\n")
+
+    out = run / "report.md"
+    tmp = run / "report.md.tmp"
+    tmp.write_text("\n".join(md))
+    tmp.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="kexa report", description="regenerate RUN/report.md from the run's logs")
+    ap.add_argument("run_dir", type=Path)
+    args = ap.parse_args(argv)
+    if not (args.run_dir / "stages.json").exists():
+        print(f"kexa report: {args.run_dir} has no stages.json (not a speedrun folder)", file=sys.stderr)
+        return 2
+    print(write_report(args.run_dir))
+    return 0

@@ -1,0 +1,342 @@
+"""`kexa speedrun`: the whole K-EXAONE recipe at `nano` scale in one command, then its report card.
+
+    data      corpus -> SuperBPE tokenizer -> token shards        (kexa.train.prepare, cached)
+    tokenizer the same corpus through plain BPE of the same vocabulary: bytes/token per domain
+    pretrain  Muon + WSD, 3-stage curriculum, balance loss + expert-bias updates, MTP (kexa pretrain)
+    extend    context extension in two stages (8x, 32x), each gated by NIAH (kexa extend)
+    evaluate  held-out loss, decode tok/s plain vs MTP-speculative, KV-cache bytes, expert loads,
+              sample generations                                    -> RUN/eval.json
+    report    RUN/report.md + PNGs (kexa.report; `kexa report RUN` redoes it from the logs)
+
+Idempotent: RUN/stages.json records each finished stage with its wall time and summary; a stage is
+skipped when it is recorded *and* its output still validates (model folders load, JSON parses);
+a missing or corrupted output is redone together with every later stage. `--fresh` redoes all
+(the data cache under cache/ is kept: it is keyed by content). A failing stage prints its name, the
+cause and how to resume. RUN/model/ is the final model (HF layout + tokenizer).
+
+    kexa speedrun                      # nano, ~30 min on 2 cores
+    kexa speedrun --quick              # tiny, a few minutes: the smoke run
+    kexa speedrun --run-dir runs/x --fresh
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES_FILE = "stages.json"
+
+
+@dataclass
+class SpeedrunConfig:
+    recipe: Path  # pre-training recipe (TOML)
+    extend: Path  # context-extension config (TOML)
+    recipe_overrides: list[str] = field(default_factory=list)
+    extend_overrides: list[str] = field(default_factory=list)
+    extend_stage_steps: list[int] | None = None  # per-stage optimiser steps (None: the config's)
+    decode_new_tokens: int = 64
+    decode_repeats: int = 3
+    speculative_k: tuple[int, ...] = (1, 2)
+    threads: int | None = None
+
+    @classmethod
+    def named(cls, quick: bool) -> "SpeedrunConfig":
+        if quick:  # tiny model, shortened extension: the smoke run (a few minutes)
+            return cls(REPO / "configs/tiny.toml", REPO / "configs/extend_tiny.toml",
+                       extend_overrides=["extend.max_rounds=1"], extend_stage_steps=[60, 20],
+                       decode_new_tokens=32, decode_repeats=2)
+        return cls(REPO / "configs/nano.toml", REPO / "configs/extend_nano.toml")
+
+
+@dataclass
+class Context:
+    run: Path
+    cfg: SpeedrunConfig
+    state: dict[str, Any]
+    recipe: Any = None  # loaded lazily
+    data: Any = None  # TrainData, built by the data stage (cached on disk)
+
+    def save_state(self) -> None:
+        tmp = self.run / (STAGES_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.run / STAGES_FILE)
+
+    def load_recipe(self):
+        if self.recipe is None:
+            from .train.recipe import load_recipe
+            self.recipe = load_recipe(self.cfg.recipe, self.cfg.recipe_overrides)
+        return self.recipe
+
+    def train_data(self):
+        if self.data is None:
+            from .train.prepare import prepare_data
+            self.data = prepare_data(self.load_recipe())
+        return self.data
+
+
+# ---------------------------------------------------------------------- stages
+def stage_data(ctx: Context) -> dict:
+    data = ctx.train_data()
+    tokens = {d: s.n_tokens for d, s in data.train.items()}
+    return {"vocab_size": data.vocab_size, "train_tokens": tokens, "total_train_tokens": sum(tokens.values()),
+            "heldout_tokens": {d: s.n_tokens for d, s in data.heldout.items()}}
+
+
+def stage_tokenizer(ctx: Context) -> dict:
+    """SuperBPE (the recipe's tokenizer) vs plain BPE of the same size, on the held-out split."""
+    from .train.prepare import prepare_corpus
+    from .tokenizer import Tokenizer, train_bpe
+    recipe = ctx.load_recipe()
+    cache = Path(recipe.data.cache_dir)
+    corpus = prepare_corpus(recipe, cache)
+    superbpe = ctx.train_data().tokenizer
+    plain_dir = cache / f"plain-bpe-{corpus.manifest.get('key', 'corpus')[:12]}-{superbpe.vocab_size}"
+    t0 = time.perf_counter()
+    if not (plain_dir / "tokenizer.json").exists():
+        train_bpe([str(f) for f in corpus.files("train")], vocab_size=superbpe.vocab_size).save_pretrained(plain_dir)
+    plain = Tokenizer.from_pretrained(plain_dir)
+    rows = {}
+    for domain in corpus.domains:
+        texts = [json.loads(line)["text"] for f in corpus.files("heldout", "jsonl", [domain])
+                 for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        s, p = superbpe.stats(texts), plain.stats(texts)
+        rows[domain] = {"superbpe_bytes_per_token": s["bytes_per_token"], "bpe_bytes_per_token": p["bytes_per_token"],
+                        "gain": s["bytes_per_token"] / p["bytes_per_token"] - 1, "bytes": s["bytes"]}
+    mean_gain = statistics.mean(r["gain"] for r in rows.values())
+    out = {"vocab_size": superbpe.vocab_size, "domains": rows, "mean_gain": mean_gain,
+           "plain_bpe_train_s": time.perf_counter() - t0}
+    (ctx.run / "tokenizer_compare.json").write_text(json.dumps(out, indent=2))
+    return {"mean_gain": mean_gain, "vocab_size": superbpe.vocab_size}
+
+
+def stage_pretrain(ctx: Context) -> dict:
+    from .train.loop import train
+    run = ctx.run / "pretrain"
+    if run.exists():  # a partial earlier attempt: resume when a checkpoint exists, else start clean
+        from .train import checkpoint as ckpt
+        resume = ckpt.latest_checkpoint(run) is not None
+    else:
+        resume = False
+    result = train(ctx.load_recipe(), run, ctx.train_data(), resume=resume)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    last_val = next((r["val_loss"] for r in reversed(result.history) if "val_loss" in r), None)
+    return {"steps": result.step, "final_train_loss": result.last_loss, "final_val_loss": last_val,
+            "skipped_steps": result.skipped_steps}
+
+
+def stage_extend(ctx: Context) -> dict:
+    from .train.extend import load_config, run_extension
+    overrides = [f"extend.base={json.dumps(str(ctx.cfg.recipe))}",
+                 f"extend.init_from={json.dumps(str(ctx.run / 'pretrain' / 'model'))}",
+                 f"extend.base_overrides={json.dumps(ctx.cfg.recipe_overrides + ['train.plot=false'])}",
+                 *ctx.cfg.extend_overrides]
+    config = load_config(ctx.cfg.extend, overrides)
+    for stage, steps in zip(config.stages, ctx.cfg.extend_stage_steps or []):
+        stage.steps = steps
+    run = ctx.run / "extend"
+    if run.exists():
+        shutil.rmtree(run)  # rounds restart their optimiser anyway: redo the stage whole
+    result = run_extension(config, run)
+    return {"passed": result.passed, "rounds": result.rounds}
+
+
+def stage_evaluate(ctx: Context) -> dict:
+    from .eval.decode import decode_benchmark
+    from .infer.cache import KVCache, full_attention_cache_bytes
+    from .model.info import parameter_counts
+    from .model.transformer import KExaone
+    from .train.balance import max_violation
+    from .train.loop import evaluate
+    from .data.loader import heldout_batches
+    from .config import ModelConfig
+
+    final = ctx.run / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(ctx.run / "extend" / "model", final)
+    model = KExaone.from_pretrained(final)
+    pre = KExaone.from_pretrained(ctx.run / "pretrain" / "model")
+    recipe, data = ctx.load_recipe(), ctx.train_data()
+    tok = data.tokenizer
+    seq = recipe.data.seq_len
+    batches = heldout_batches(data.heldout, seq, recipe.data.batch_size, max(recipe.data.eval_batches, 4), 0, 1)
+    cpu = torch.device("cpu")
+    short = {"pretrained": evaluate(pre, batches, cpu, "fp32"), "extended": evaluate(model, batches, cpu, "fp32")}
+
+    # expert loads of the final model over the held-out batches (one (M, E) heat map)
+    loads = None
+    with torch.no_grad():
+        for _, x, _ in batches:
+            out = model(x, compute_mtp=False)
+            loads = out.expert_loads if loads is None else loads + out.expert_loads
+    vio = max_violation(loads)
+
+    # decode: plain vs MTP self-speculative, alternating, medians (kexa.eval.decode)
+    source = data.heldout.get("en") or next(iter(data.heldout.values()))
+    prompt = source.window(0, 64).tolist()  # a held-out passage as the prompt
+    decode = decode_benchmark(model, prompt, ctx.cfg.decode_new_tokens, ctx.cfg.speculative_k, ctx.cfg.decode_repeats)
+
+    # KV cache: the analytic hybrid figure vs full attention everywhere (nano and the real layout)
+    kv = {}
+    for name, mc in (("this model", model.config), ("k-exaone-236b", ModelConfig.preset("k-exaone-236b"))):
+        kv[name] = [{"tokens": n, "hybrid_bytes": KVCache.analytic_bytes(mc, n, dtype=torch.bfloat16),
+                     "full_bytes": full_attention_cache_bytes(mc, n, dtype=torch.bfloat16)}
+                    for n in (4096, 32768, 262144)]
+
+    # samples: English and Korean continuations, seeded
+    from .infer.engine import Engine
+    from .infer.sampling import SamplingParams
+    samples = []
+    for prompt_text in ("The history of the city", "한국의 수도는", "def fibonacci(n):"):
+        res = Engine(model).generate([tok.encode(prompt_text)], SamplingParams(
+            max_new_tokens=40, temperature=0.8, top_p=0.95, seed=0, stop_token_ids=[tok.eos_id]))
+        samples.append({"prompt": prompt_text, "completion": tok.decode(res.token_ids[0])})
+
+    out = {"params": parameter_counts(model.config), "short_context": short,
+           "expert_loads": loads.tolist(), "maxvio_per_layer": vio.tolist(), "decode": decode,
+           "kv_cache": kv, "samples": samples}
+    (ctx.run / "eval.json").write_text(json.dumps(out, indent=2))
+    return {"val_loss_pretrained": short["pretrained"].get("val_loss"),
+            "val_loss_extended": short["extended"].get("val_loss"),
+            "speculative_speedup": {k: v["speedup"] for k, v in decode["speculative"].items()}}
+
+
+def stage_report(ctx: Context) -> dict:
+    from .report import write_report
+    path = write_report(ctx.run)
+    return {"report": str(path)}
+
+
+# ---------------------------------------------------------------------- validation of outputs
+def _loads(path: Path) -> bool:
+    try:
+        from .model.hf import checkpoint_files, read_config, scan
+        read_config(path)
+        scan(checkpoint_files(path))
+        return (path / "tokenizer.json").exists()
+    except Exception:
+        return False
+
+
+def _json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class Stage:
+    name: str
+    title: str
+    run: Callable[[Context], dict]
+    valid: Callable[[Path], bool]
+
+
+STAGES = [
+    Stage("data", "corpus -> SuperBPE tokenizer -> token shards", stage_data, lambda r: True),
+    Stage("tokenizer", "SuperBPE vs plain BPE, bytes per token", stage_tokenizer,
+          lambda r: _json(r / "tokenizer_compare.json")),
+    Stage("pretrain", "pre-training: Muon + WSD, curriculum, MoE balance, MTP", stage_pretrain,
+          lambda r: _loads(r / "pretrain" / "model")),
+    Stage("extend", "context extension gated by needle-in-a-haystack", stage_extend,
+          lambda r: _loads(r / "extend" / "model") and (r / "extend" / "extend_log.jsonl").exists()),
+    Stage("evaluate", "evaluation: loss, decode speed, KV cache, samples", stage_evaluate,
+          lambda r: _json(r / "eval.json") and _loads(r / "model")),
+    Stage("report", "report card", stage_report, lambda r: (r / "report.md").exists()),
+]
+
+
+def banner(i: int, stage: Stage) -> None:
+    line = "═" * 78
+    print(f"\n{line}\n  [{i + 1}/{len(STAGES)}] {stage.name}: {stage.title}\n{line}", flush=True)
+
+
+def speedrun(run_dir: str | Path, cfg: SpeedrunConfig, fresh: bool = False) -> dict:
+    run = Path(run_dir)
+    if fresh and run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    state = json.loads((run / STAGES_FILE).read_text()) if _json(run / STAGES_FILE) else {}
+    ctx = Context(run, cfg, state)
+    redo = False  # once a stage is redone, every later stage is redone too
+    t_all = time.perf_counter()
+    for i, stage in enumerate(STAGES):
+        done = stage.name in state and state[stage.name].get("status") == "done"
+        if done and not redo and stage.valid(run):
+            print(f"[{i + 1}/{len(STAGES)}] {stage.name}: done ({state[stage.name]['wall_s']:.0f}s), skipped")
+            continue
+        if done:
+            print(f"[{i + 1}/{len(STAGES)}] {stage.name}: recorded as done but its output is missing or invalid: redoing")
+        redo = True
+        banner(i, stage)
+        t0 = time.perf_counter()
+        try:
+            summary = stage.run(ctx)
+        except KeyboardInterrupt:
+            print(f"\nspeedrun interrupted in stage '{stage.name}'. Resume with: kexa speedrun --run-dir {run}",
+                  file=sys.stderr)
+            raise
+        except Exception as e:
+            traceback.print_exc()
+            raise SpeedrunError(f"stage '{stage.name}' failed: {type(e).__name__}: {e}\n"
+                                f"fix the cause, then resume with: kexa speedrun --run-dir {run} "
+                                f"(finished stages are kept)") from e
+        wall = time.perf_counter() - t0
+        state[stage.name] = {"status": "done", "wall_s": wall, "summary": summary}
+        ctx.save_state()
+        print(f"✓ {stage.name} in {wall:.0f}s: " + ", ".join(f"{k}={_short(v)}" for k, v in summary.items()), flush=True)
+    print(f"\nspeedrun finished in {time.perf_counter() - t_all:.0f}s (this invocation). Report: {run / 'report.md'}\n"
+          f"Talk to the model:  kexa chat --model {run / 'model'}")
+    return state
+
+
+class SpeedrunError(RuntimeError):
+    pass
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in list(v.items())[:4]) + ("…}" if len(v) > 4 else "}")
+    return str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="kexa speedrun", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny model and short stages: a few minutes")
+    ap.add_argument("--fresh", action="store_true", help="redo every stage (the data cache is kept)")
+    ap.add_argument("--run-dir", default=None, help="output folder (default runs/speedrun or runs/speedrun-quick)")
+    args = ap.parse_args(argv)
+    cfg = SpeedrunConfig.named(args.quick)
+    run_dir = args.run_dir or str(REPO / "runs" / ("speedrun-quick" if args.quick else "speedrun"))
+    recipe_threads = None
+    try:
+        from .train.recipe import load_recipe
+        recipe_threads = load_recipe(cfg.recipe, cfg.recipe_overrides).train.threads
+    except Exception:
+        pass
+    if recipe_threads:  # process-wide: set by the command, not the library
+        torch.set_num_threads(recipe_threads)
+    try:
+        speedrun(run_dir, cfg, fresh=args.fresh)
+    except SpeedrunError as e:
+        print(f"kexa speedrun: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
