@@ -24,7 +24,7 @@ from kexa.data.longdoc import documents, pack_documents, write_longdoc_shards
 from kexa.data.shards import TokenShards, write_shards
 from kexa.data.synthetic import TEMPLATES, Filler, SyntheticConfig, SyntheticGenerator, Vocab, answer_of, \
     write_synthetic_shards
-from kexa.eval.niah import NiahConfig, evaluate_niah, haystack_from_shards, haystack_from_text, plot_heatmap
+from kexa.eval.niah import NiahConfig, digit_accuracy, evaluate_niah, haystack_from_shards, haystack_from_text, plot_heatmap
 from kexa.tokenizer import Tokenizer, train_bpe
 
 HELDOUT = ("The river runs past the old mill and the bridge. Children walk to school in the morning. "
@@ -92,7 +92,7 @@ def test_evaluator_tells_a_model_that_knows_from_one_that_does_not(tok, haystack
     cfg = NiahConfig(lengths=[128, 192, 256], depths=[0.0, 0.3, 0.7, 1.0], samples=2, seed=3)
     knows = evaluate_niah(oracle(tok), tok, cfg, haystack)
     blind = evaluate_niah(guesser(tok), tok, cfg, haystack)
-    assert knows["accuracy"] == {"128": 1.0, "192": 1.0, "256": 1.0}
+    assert knows["accuracy"] == {"128": 1.0, "192": 1.0, "256": 1.0} and knows["digit_accuracy"]["128"] == 1.0
     assert blind["accuracy"] == {"128": 0.0, "192": 0.0, "256": 0.0}
     for r in (knows, blind):  # every cell of the grid is there, once, with its samples
         assert np.asarray(r["grid"]).shape == (3, 4)
@@ -157,6 +157,8 @@ def test_engine_path_and_cli_json(tok, tmp_path, capsys):
 def test_answer_extraction():
     assert answer_of(" 4821.") == "4821" and answer_of("4821입니다.") == "4821"
     assert answer_of(" 48210") == "48210" and answer_of(" x4821") == ""
+    assert digit_accuracy("4821", "4821") == 1.0 and digit_accuracy("4921", "4821") == 0.75
+    assert digit_accuracy("", "4821") == 0.0
 
 
 # ------------------------------------------------------------------ synthetic + long documents

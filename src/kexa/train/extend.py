@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
-import math
 import sys
 import time
 import tomllib
@@ -50,7 +48,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ModelConfig
 from ..data.loader import heldout_batches
 from ..data.longdoc import write_longdoc_shards
 from ..data.shards import META, TokenShards
@@ -325,7 +322,8 @@ class Extender:
                                "init_from": cfg.extend.init_from, "decision": "start"}
         if cfg.niah.baseline:
             lengths = sorted({n for i in range(len(cfg.stages)) for n in cfg.lengths(i, self.short_seq_len)})
-            rec["niah"] = self.niah(model, lengths, "baseline")["accuracy"]
+            res = self.niah(model, lengths, "baseline")
+            rec |= {"niah": res["accuracy"], "niah_digits": res.get("digit_accuracy")}
         self.record(rec | {"seconds": time.perf_counter() - t0})
         passed: dict[str, bool] = {}
         rounds: dict[str, int] = {}
@@ -335,7 +333,8 @@ class Extender:
             for rnd in range(1, cfg.extend.max_rounds + 1):
                 t1 = time.perf_counter()
                 model, stats = self.train_round(model, i, rnd)
-                niah = self.niah(model, lengths, f"stage{i}-{stage.name}-round{rnd}")["accuracy"]
+                res = self.niah(model, lengths, f"stage{i}-{stage.name}-round{rnd}")
+                niah = res["accuracy"]
                 loss = self.short_loss(model)
                 regression = (loss - base_loss) / base_loss
                 niah_min = min(niah.values())
@@ -351,7 +350,7 @@ class Extender:
                     decision = "advance_unmet" if cfg.extend.on_fail == "advance" else "stop"
                     reason += f" after {rnd} rounds (extend.on_fail = {cfg.extend.on_fail})"
                 self.record({"event": "round", "stage": stage.name, "round": rnd, "seq_len": stage.seq_len, **stats,
-                             "niah": niah, "niah_min": niah_min, "short_loss": loss, "short_loss_base": base_loss,
+                             "niah": niah, "niah_digits": res.get("digit_accuracy"), "niah_min": niah_min, "short_loss": loss, "short_loss_base": base_loss,
                              "regression": regression, "threshold": cfg.extend.threshold,
                              "loss_tolerance": cfg.extend.loss_tolerance, "decision": decision, "reason": reason,
                              "seconds": time.perf_counter() - t1})
