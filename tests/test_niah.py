@@ -197,3 +197,22 @@ def test_longdoc_keeps_documents_whole(tmp_path):
     assert sum(d.size for d in docs) == sum(int((s != 0).sum()) for s in seqs)  # nothing lost
     meta = write_longdoc_shards([src], tmp_path / "ld", 64, seed=0)
     assert meta["n_tokens"] == 64 * len(seqs) and TokenShards(tmp_path / "ld").window(63, 1)[0] == 0
+
+
+def test_cli_haystack_is_the_corpus_heldout_split(tok, tmp_path):
+    from kexa.data.corpus import build_corpus
+    from kexa.eval.cli import corpus_haystack
+    src = tmp_path / "texts"
+    src.mkdir()
+    for i in range(40):
+        (src / f"doc{i:02d}.txt").write_text(f"Document {i} speaks of the river and the bridge {i}. " * 3, "utf-8")
+    info = build_corpus(tmp_path / "corpus", inputs=[f"en={src}"], builtin=False)
+    heldout = info.paths["en"]["heldout"].read_text("utf-8")
+    train = info.paths["en"]["train"].read_text("utf-8")
+    hay = corpus_haystack(tmp_path / "corpus", ["en"], tok.encode)
+    text = tok.decode(hay.tokens.tolist())
+    held_ids = set(re.findall(r"Document (\d+)", heldout))
+    assert held_ids and set(re.findall(r"Document (\d+)", text)) == held_ids
+    assert not held_ids & set(re.findall(r"Document (\d+)", train))
+    with pytest.raises(ValueError, match="not in the corpus"):
+        corpus_haystack(tmp_path / "corpus", ["ko"], tok.encode)
