@@ -72,6 +72,8 @@ def test_loss_falls_and_outputs_are_written(tmp_path, data):
     first, last = res.history[0], res.history[-1]
     assert last["loss"] < 0.6 * first["loss"], (first["loss"], last["loss"])
     assert last["val_loss"] < 0.7 * first["loss"] and "maxvio_global" in last
+    assert len(last["expert_load_global"]) == 3 and len(last["maxvio_layers"]) == 3  # per MoE layer
+    assert all(abs(sum(row) - 1) < 1e-3 for row in last["expert_load_global"])
     lines = losses(tmp_path / "run")
     assert len(lines) == 40 and all(np.isfinite(lines))
     m = KExaone.from_pretrained(tmp_path / "run" / "model")  # the final model in the HF layout

@@ -90,7 +90,7 @@ class BiasBalancer:
                 b.sub_(b.mean())
         vio = max_violation(loads)
         return {"maxvio": float(vio.mean()), "maxvio_max": float(vio.max()),
-                "dead_experts": int((loads == 0).sum())}
+                "maxvio_layers": [round(v, 4) for v in vio.tolist()], "dead_experts": int((loads == 0).sum())}
 
 
 def load_histogram(loads: torch.Tensor) -> list[list[float]]:

@@ -19,7 +19,7 @@ their own shards (tests, benchmarks, later stages) skip `prepare.py`.
 Exact resume: the checkpoint holds weights (fp32 safetensors, expert biases included), optimiser
 states, the loader's generator and cursors, the torch RNG and the step; metrics.jsonl is truncated
 to the checkpoint's step. On CPU in one process the resumed loss sequence equals the uninterrupted
-one bitwise (tests/test_train_resume.py).
+one bitwise (tests/test_train_loop.py, with a real SIGTERM to a subprocess).
 
 Distributed (torchrun, WORLD_SIZE set): `parallel.init_distributed` + `parallel.parallelize`
 (FSDP2, optional expert parallelism) from the parallel module; each rank reads its slice of the
@@ -52,7 +52,7 @@ from ..data.shards import TokenShards
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from . import checkpoint as ckpt
-from .balance import BiasBalancer, max_violation
+from .balance import BiasBalancer, load_histogram, max_violation
 from .optim import build_optimizers
 from .recipe import Recipe, RecipeError, resume_mismatches
 from .schedule import set_lr
@@ -167,8 +167,10 @@ def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None) -
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str) -> dict[str, float]:
-    """Token-weighted held-out CE (overall and per source) and MaxVio_global over the whole pass."""
+def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
+             histogram: bool = False) -> dict[str, Any]:
+    """Token-weighted held-out CE (overall and per source) and MaxVio_global over the whole pass;
+    histogram=True adds "expert_load_global", the per-layer expert load shares (M, E)."""
     was_training = model.training
     model.eval()
     sums: dict[str, list[float]] = {}
@@ -192,7 +194,10 @@ def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str) 
     metrics = {f"val_loss/{n}": float(t[0] / max(t[1], 1)) for n, t in zip(names, totals)}
     metrics["val_loss"] = float(totals[:, 0].sum() / totals[:, 1].sum().clamp_min(1))
     if loads is not None:
-        metrics["maxvio_global"] = float(max_violation(all_reduce_sum(loads)).mean())
+        loads = all_reduce_sum(loads)  # (M, E) over the whole held-out pass
+        metrics["maxvio_global"] = float(max_violation(loads).mean())
+        if histogram:
+            metrics["expert_load_global"] = [[round(x, 5) for x in row] for row in load_histogram(loads)]
     return metrics
 
 
@@ -319,7 +324,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                      **balance_metrics}
                 last = step == tc.steps
                 if eval_set and (last or (tc.eval_every and step % tc.eval_every == 0)):
-                    m |= evaluate(model, eval_set, device, tc.dtype)
+                    m |= evaluate(model, eval_set, device, tc.dtype, histogram=True)
                 history.append(m)
                 if log is not None:
                     log.write(json.dumps(m) + "\n")

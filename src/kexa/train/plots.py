@@ -1,4 +1,5 @@
-"""The run's PNG: training/validation loss, learning rate and MoE balance (MaxVio) against steps.
+"""The run's PNG: training/validation loss, learning rate and MoE balance (MaxVio) against steps,
+and the last evaluation's expert load shares per MoE layer (a layers x experts heat map).
 
 Reads metrics.jsonl, so it also works on a finished run: `python -m kexa.train.plots RUN_DIR`.
 matplotlib is an optional dependency (`kexa[plot]`); without it the plot is skipped with a warning.
@@ -24,7 +25,7 @@ def plot_run(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     if not rows:
         return None
     steps = [r["step"] for r in rows]
-    fig, (ax_loss, ax_lr, ax_bal) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (ax_loss, ax_lr, ax_bal, ax_hist) = plt.subplots(1, 4, figsize=(20, 4))
     ax_loss.plot(steps, [r["loss"] for r in rows], lw=0.8, label="train CE")
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     if val:
@@ -40,6 +41,11 @@ def plot_run(metrics_path: str | Path, out_path: str | Path) -> Path | None:
             ax_bal.plot(*zip(*glob), "o-", label="MaxVio global (held-out)")
         ax_bal.legend()
     ax_bal.set(xlabel="step", ylabel="MaxVio", title="expert load balance")
+    hist = next((r["expert_load_global"] for r in reversed(rows) if "expert_load_global" in r), None)
+    if hist:
+        im = ax_hist.imshow(hist, aspect="auto", cmap="viridis")
+        fig.colorbar(im, ax=ax_hist, label="share of routed tokens")
+    ax_hist.set(xlabel="expert", ylabel="MoE layer", title="expert loads (last held-out pass)")
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
