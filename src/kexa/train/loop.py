@@ -226,6 +226,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
 
+    if not resume and ckpt.list_checkpoints(run_dir):
+        raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --run-dir")
     resume_from = None
     if resume:
         resume_from = ckpt.latest_checkpoint(run_dir)
@@ -238,8 +240,6 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         model = KExaone.from_pretrained(resume_from / ckpt.MODEL)
     elif model is None:
         model = build_model(recipe, data, init_from)
-    if resume_from is None and main and ckpt.list_checkpoints(run_dir):
-        raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --run-dir")
 
     model.to(device)
     if tc.fp8:
