@@ -42,20 +42,35 @@ def run(cmd: list[str], log: Path) -> float:
     return took
 
 
-def table(log: list[dict]) -> tuple[list[str], dict]:
+def digits(niah_json: Path) -> dict[str, float]:
+    """Digit accuracy per length, recomputed from the saved answers (partial credit)."""
+    from kexa.data.synthetic import answer_of
+    from kexa.eval.niah import digit_accuracy
+    cells = json.loads(niah_json.read_text())["cells"]
+    out: dict[str, list[float]] = {}
+    for c in cells:
+        out.setdefault(str(c["length"]), []).extend(digit_accuracy(answer_of(k["answer"]), k["value"]) for k in c["cases"])
+    return {n: sum(v) / len(v) for n, v in out.items()}
+
+
+def table(log: list[dict], niah_dir: Path) -> tuple[list[str], dict]:
     base = next(r for r in log if r["event"] == "baseline")
     lengths = list(base.get("niah", {}))
-    rows = [("before extension", base.get("niah", {}), base["short_loss"], 0.0, "")]
+    rows = [("before extension", base.get("niah", {}), digits(niah_dir / "baseline.json") if base.get("niah") else {},
+             base["short_loss"], 0.0, "")]
     for r in log:
         if r["event"] == "round":
-            rows.append((f"after {r['stage']} (seq {r['seq_len']}) round {r['round']}", r["niah"], r["short_loss"],
-                         r["regression"], r["decision"]))
-    head = "| model | " + " | ".join(f"NIAH@{n}" for n in lengths) + " | short loss | regression | decision |"
+            rows.append((f"after {r['stage']} (seq {r['seq_len']}) round {r['round']}", r["niah"],
+                         digits(next(niah_dir.glob(f"stage*-{r['stage']}-round{r['round']}.json"))),
+                         r["short_loss"], r["regression"], r["decision"]))
+    lengths = lengths or sorted({n for row in rows for n in row[1]}, key=int)
+    head = "| model | " + " | ".join(f"NIAH@{n} (digits)" for n in lengths) + " | short loss | regression | decision |"
     lines = [head, "|" + "---|" * (len(lengths) + 4)]
-    for name, niah, loss, reg, dec in rows:
-        cells = " | ".join(f"{niah[n]:.2f}" if n in niah else "-" for n in lengths)
+    for name, niah, dig, loss, reg, dec in rows:
+        cells = " | ".join(f"{niah[n]:.2f} ({dig[n]:.2f})" if n in niah else "-" for n in lengths)
         lines.append(f"| {name} | {cells} | {loss:.4f} | {reg:+.2%} | {dec} |")
-    return lines, {"rows": [dict(zip(("model", "niah", "short_loss", "regression", "decision"), r)) for r in rows]}
+    keys = ("model", "niah", "digit_accuracy", "short_loss", "regression", "decision")
+    return lines, {"rows": [dict(zip(keys, r)) for r in rows]}
 
 
 def main() -> None:
@@ -66,6 +81,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench-context-extension")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra `kexa extend --set` items")
     p.add_argument("--fresh", action="store_true", help="pre-train again even if OUT/pretrain/model exists")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the table from OUT/extend")
     args = p.parse_args()
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -78,24 +94,28 @@ def main() -> None:
         timings["pretrain_s"] = run(py + ["pretrain", "--config", args.pretrain_config, "--run-dir", str(out / "pretrain"),
                                           "--quiet", "--set", f"train.steps={args.pretrain_steps}",
                                           "--set", "train.plot=false"], out / "pretrain.log")
-    shutil.rmtree(out / "extend", ignore_errors=True)
     sets = [x for s in args.overrides for x in ("--set", s)]
-    timings["extend_s"] = run(py + ["extend", "--config", args.extend_config, "--run-dir", str(out / "extend"),
-                                    "--init-from", str(out / "pretrain" / "model"), "--quiet", *sets], out / "extend.log")
+    if not args.report_only:
+        shutil.rmtree(out / "extend", ignore_errors=True)
+        timings["extend_s"] = run(py + ["extend", "--config", args.extend_config, "--run-dir", str(out / "extend"),
+                                        "--init-from", str(out / "pretrain" / "model"), "--quiet", *sets],
+                                  out / "extend.log")
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    if args.report_only and (results / "context_extension.json").exists():  # keep the measured wall times
+        old = json.loads((results / "context_extension.json").read_text())
+        timings = {k: old[k] for k in ("pretrain_s", "extend_s") if k in old} | timings
     log = [json.loads(x) for x in (out / "extend" / "extend_log.jsonl").read_text().splitlines()]
-    lines, data = table(log)
+    lines, data = table(log, out / "extend" / "niah")
     rounds = [r for r in log if r["event"] == "round"]
     lines += ["", "wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
               + "; per round: " + ", ".join(f"{r['stage']}#{r['round']} {r['seconds']:.0f}s "
                                             f"({r['tok_per_s']:.0f} train tok/s)" for r in rounds)]
     print("\n".join(lines))
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
     summary = {"pretrain_config": args.pretrain_config, "extend_config": args.extend_config,
                "pretrain_steps": args.pretrain_steps, "overrides": args.overrides, **timings, **data, "log": log}
     (results / "context_extension.json").write_text(json.dumps(summary, indent=1))
     (results / "context_extension.md").write_text("\n".join(lines) + "\n")
-
 
 if __name__ == "__main__":
     main()

@@ -188,6 +188,8 @@ def test_longdoc_keeps_documents_whole(tmp_path):
     write_shards(docs, tmp_path / "src", vocab_size=128, eos_id=0)
     src = TokenShards(tmp_path / "src")
     assert [d.tolist() for d in documents(src)] == [d.tolist() for d in docs]
+    filler = Filler.from_shards([src])  # synthetic filler / haystack: no document boundary inside
+    assert 0 not in filler.tokens and filler.tokens.size == sum(d.size for d in docs)
     seqs = pack_documents(docs, 64, eos_id=0)
     assert all(s.size == 64 and s[-1] == 0 for s in seqs)
     flat = [s.tolist() for s in seqs]

@@ -108,6 +108,16 @@ class Filler:
             raise ValueError("filler needs a non-empty token stream")
         self.tokens = np.asarray(tokens, dtype=np.int64)
 
+    @classmethod
+    def from_shards(cls, shards, max_tokens: int = 1 << 20) -> "Filler":
+        """Token shards (kexa.data.shards.TokenShards) concatenated without their EOS separators, so
+        no example or haystack ever contains a document boundary."""
+        parts = []
+        for s in shards:
+            toks = s.window(0, min(s.n_tokens, max_tokens))
+            parts.append(toks[toks != s.eos_id] if s.eos_id is not None else toks)
+        return cls(np.concatenate(parts))
+
     def span(self, rng: random.Random, n: int) -> list[int]:
         if n <= 0:
             return []

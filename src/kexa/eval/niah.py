@@ -156,11 +156,7 @@ def haystack_from_text(text: str, encode: Callable[[str], list[int]]) -> Filler:
 
 def haystack_from_shards(shards: Sequence, max_tokens: int = 1 << 20) -> Filler:
     """Held-out token shards (kexa.data.shards.TokenShards) concatenated, EOS separators removed."""
-    parts = []
-    for s in shards:
-        toks = s.window(0, min(s.n_tokens, max_tokens))
-        parts.append(toks[toks != s.eos_id] if s.eos_id is not None else toks)
-    return Filler(np.concatenate(parts))
+    return Filler.from_shards(shards, max_tokens)
 
 
 def fallback_haystack(encode: Callable[[str], list[int]], seed: int = 0) -> Filler:

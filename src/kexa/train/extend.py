@@ -220,7 +220,7 @@ class Extender:
         if stage.weights.get("synthetic", 0) > 0:
             out = folder / "synthetic"
             if not (out / META).exists():
-                filler = Filler(np.concatenate([s.window(0, s.n_tokens) for s in data.train.values()]))
+                filler = Filler.from_shards(list(data.train.values()))
                 gen = SyntheticGenerator(tok.encode, filler, cfg.synthetic, split="train")
                 n = int(budget * stage.weights["synthetic"] / total * 1.1) + 2 * stage.seq_len
                 write_synthetic_shards(gen, out, stage.seq_len, n, tok.vocab_size, tok.eos_id, seed=cfg.extend.seed + i)
