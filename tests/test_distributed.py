@@ -128,19 +128,21 @@ def runs(tmp_path_factory) -> tuple[dict, dict, Path]:
     return reference, results, tmp
 
 
-def assert_same_curve(ref: dict, got: dict) -> None:
+def assert_same_curve(ref: dict, got: dict, tol: float = REL_TOL, norm_rtol: float = 1e-4) -> None:
     a, b = torch.tensor(ref["losses"]), torch.tensor(got["losses"])
-    rel = ((a - b).abs() / a.abs()).max().item()
-    print(f"max relative loss difference over {len(a)} steps: {rel:.2e}")
-    assert rel < REL_TOL, f"loss curves differ by {rel:.2e} (relative) > {REL_TOL}:\n{a}\n{b}"
+    rel = ((a - b).abs() / a.abs())
+    print(f"max relative loss difference over {len(a)} steps: {rel.max():.2e}")
+    # a wrong gradient (scale, missing shard, double count) shows at once; float noise only grows slowly
+    assert rel[:5].max() < 1e-6, f"loss curves differ from the first steps:\n{a}\n{b}"
+    assert rel.max() < tol, f"loss curves differ by {rel.max():.2e} (relative) > {tol}:\n{a}\n{b}"
     assert b[-1] < b[0] - 0.05, "training did not reduce the loss"
     assert got["buffers_in_sync"], "e_score_correction_bias diverged across ranks"
     torch.testing.assert_close(torch.tensor(got["biases"]), torch.tensor(ref["biases"]), rtol=0, atol=1e-6)
     # the clipped norm covers every shard once (and expert gradients are averaged, not summed)
-    torch.testing.assert_close(torch.tensor(got["grad_norms"]), torch.tensor(ref["grad_norms"]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(torch.tensor(got["grad_norms"]), torch.tensor(ref["grad_norms"]), rtol=norm_rtol, atol=0)
 
 
-def assert_checkpoint_round_trips(got: dict, ref: dict, folder: Path) -> None:
+def assert_checkpoint_round_trips(got: dict, ref: dict, folder: Path, tol: float = REL_TOL) -> None:
     """The HF folder gathered from the shards loads as a plain model that gives the sharded model's
     evaluation loss (exactly: same weights, same batch) and the single-process one's (to REL_TOL)."""
     from kexa import KExaone
@@ -150,7 +152,7 @@ def assert_checkpoint_round_trips(got: dict, ref: dict, folder: Path) -> None:
     with torch.no_grad():
         loss = float(model.loss(model(x), y)[0])
     assert abs(loss - got["eval_loss"]) <= 1e-6 * loss, (loss, got["eval_loss"])
-    assert abs(loss - ref["eval_loss"]) <= REL_TOL * loss, (loss, ref["eval_loss"])
+    assert abs(loss - ref["eval_loss"]) <= tol * loss, (loss, ref["eval_loss"])
 
 
 @pytest.mark.dist
@@ -175,15 +177,16 @@ def test_expert_parallel_with_checkpointing_matches_single_process(runs):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("KEXA_TEST_4_RANKS"), reason="4 processes on 2 cores take minutes; "
                     "set KEXA_TEST_4_RANKS=1 to run")
-def test_expert_groups_sharded_by_fsdp_on_four_ranks(runs, tmp_path):
+def test_expert_groups_sharded_by_fsdp_on_four_ranks(tmp_path):
     """ep = 2 inside dp = 4: each pair of ranks holding the same experts FSDP-shards them over
-    "dp_mod_ep" (gradient divide factor 4, SUM-only reductions on gloo)."""
-    reference, _, _ = runs
-    results, _ = torchrun(tmp_path, 4, 2)
-    assert results["ep"]["local_experts"] == [4, 4, 4]
+    "dp_mod_ep" (gradient divide factor 4, SUM-only reductions on gloo). Tolerance 1e-4: with one
+    sequence per rank, the AdamW-only run drifts from float reordering (1e-7 for 5 steps, 3e-5 at
+    step 20 seen; the biases stay equal, so no routing flip) while the Muon + EP run stays at 2e-7."""
+    results, reference = torchrun(tmp_path, 4, 2, lambda: {name: train(None, optimizer=name) for name in ("adamw", "muon")})
+    assert results["ep"]["local_experts"] == [2, 2, 2], "at rest: 8 experts / (ep 2 x dp_mod_ep 2) per rank"
     for name, optimizer in (("fsdp", "adamw"), ("ep", "muon")):
-        assert_same_curve(reference[optimizer], results[name])
-        assert_checkpoint_round_trips(results[name], reference[optimizer], tmp_path / f"{name}_model")
+        assert_same_curve(reference[optimizer], results[name], tol=1e-4, norm_rtol=2e-3)
+        assert_checkpoint_round_trips(results[name], reference[optimizer], tmp_path / f"{name}_model", tol=1e-4)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed._functional_collectives import all_to_all_single_autograd
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+from torch.distributed.tensor import Shard, distribute_tensor
 
 from ..model.moe import Experts, grouped_matmul
 
@@ -79,7 +79,8 @@ class ExpertParallelExperts(nn.Module):
         regroup = local_expert.argsort(stable=True)
         local_counts = recv_counts.sum(0)  # (El,)
         offsets = local_counts.cumsum(0).to(torch.int32)
-        gate_up, down = local_weights(self.gate_up_proj), local_weights(self.down_proj)
+        # this rank's expert slices (El, ., .); under FSDP2 the DTensors are unsharded over dp_mod_ep here
+        gate_up, down = self.gate_up_proj.to_local(), self.down_proj.to_local()
         h = grouped_matmul(rows[regroup], gate_up, local_counts, offsets)  # (R, 2I)
         gate, up = h.chunk(2, dim=-1)
         y = grouped_matmul(F.silu(gate) * up, down, local_counts, offsets)  # (R, C)
@@ -90,11 +91,6 @@ class ExpertParallelExperts(nn.Module):
         y = y.float() * weight.reshape(-1)[order, None]
         out = torch.zeros(N, x.shape[1], dtype=torch.float32, device=x.device).index_add_(0, token, y)
         return out.to(x.dtype), counts
-
-
-def local_weights(p: torch.Tensor) -> torch.Tensor:
-    """This rank's expert slice (El, ·, ·) of an ep-sharded stack (FSDP2 has unsharded it if it shards)."""
-    return p.to_local() if isinstance(p, DTensor) else p
 
 
 def apply_expert_parallel(model: nn.Module, ep_mesh: DeviceMesh) -> list[ExpertParallelExperts]:
