@@ -25,6 +25,7 @@ from kexa import KExaone, ModelConfig
 from kexa.data.shards import TokenShards, write_shards
 from kexa.train.extend import Extender, config_from_dict, load_config
 from kexa.train.loop import TrainData
+from kexa.model.hf import CheckpointError
 from kexa.train.recipe import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,8 @@ def test_stage_repeats_until_the_gate_passes_then_advances(start_model, tmp_path
     assert (tmp_path / "model" / "config.json").exists()
     console = capsys.readouterr().out
     assert console.count("[extend] round") == 4 and "-> repeat" in console
+    with pytest.raises(CheckpointError, match="new --run-dir"):
+        Scripted(gate_config(start_model), tmp_path, niah=[], loss=[]).run()
 
 
 def test_round_limit_stops_or_advances_unmet(start_model, tmp_path):

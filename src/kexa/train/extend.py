@@ -313,8 +313,9 @@ class Extender:
 
     def run(self) -> ExtensionResult:
         cfg = self.config
+        if (self.run_dir / LOG).exists():  # rounds would collide with the earlier run's checkpoints
+            raise CheckpointError(f"{self.run_dir} already holds an extension run ({LOG}); use a new --run-dir")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / LOG).unlink(missing_ok=True)
         model = self.load_start()
         t0 = time.perf_counter()
         base_loss = self.short_loss(model)
