@@ -264,3 +264,20 @@ def test_cli_train_stats_encode_decode(tmp_path, corpus_file, capsys):
     ids = capsys.readouterr().out.split()
     assert main(["tokenizer", "decode", "--tokenizer", str(out), "--ids", *ids]) == 0
     assert capsys.readouterr().out == "안녕 world\n"
+
+
+def test_stage1_regex_handles_scripts_digits_and_line_breaks():
+    from tokenizers import pre_tokenizers, Regex
+
+    split = pre_tokenizers.Split(Regex(RULES["superbpe"].stage1), behavior="isolated")
+
+    def pieces(text):
+        return [p for p, _ in split.pre_tokenize_str(text)]
+
+    assert pieces("한국의 수도는 서울") == ["한국의", " 수도는", " 서울"]
+    assert pieces("日本語のテキストとコーヒー。") == ["日本語", "の", "テキスト", "と", "コーヒー", "。"]
+    nfd = unicodedata.normalize("NFD", "Tiếng Việt")  # marks stay with their letters even unnormalised
+    assert pieces(nfd) == [nfd[:nfd.index(" ")], nfd[nfd.index(" "):]]
+    assert pieces("x=12345") == ["x", "=", "123", "45"]
+    assert pieces("end.\n\n  next") == ["end", ".\n\n", " ", " next"]
+    assert pieces("don't") == ["don", "'t"]
