@@ -159,7 +159,10 @@ class Engine:
         # a finished row may sit k+1 positions past its limit and still feed k+1 tokens per step
         cache = KVCache(cfg, B, max(limit) + 2 * k + 1, dtype=self.dtype, device=dev, include_mtp=k > 0)
         gen = torch.Generator(device=dev)
-        gen.manual_seed(params.seed if params.seed is not None else torch.seed())
+        if params.seed is not None:
+            gen.manual_seed(params.seed)
+        else:
+            gen.seed()  # fresh entropy for this generator only; the global RNG is left alone
         stops = set(params.stop_token_ids)
         seen = None
         if params.uses_penalty:
@@ -223,9 +226,9 @@ class Engine:
             out = self.model(ids[:, s:e], pos, cache=cache, num_logits_to_keep=1, return_hidden=keep_hidden)
             cache.commit()
             if keep_hidden and e < n:  # MTP over this chunk: its next tokens are all known
-                last = torch.full((b,), e - s - 1, device=self.device)
+                last = torch.full((b,), e - s - 1, device=self.device)  # its draft is discarded
                 mtp_draft(self.model, cache, out.hidden_states, ids[:, s + 1:e + 1], pos, last, e - s,
-                          SamplingParams(temperature=0), None, None, rows)
+                          SamplingParams(temperature=0), None, torch.Generator(device=self.device), rows)
             hidden = out.hidden_states
         return out.logits[:, -1], hidden
 
