@@ -150,13 +150,11 @@ class KVCache:
             q = step["pos"]  # (b, T)
             if sliding:
                 k_pos = torch.cat([group.ring_pos[step["rows"]], q], dim=1)  # (b, W + T)
-            else:
+                diff = q[:, :, None] - k_pos[:, None, :]  # (b, T, W + T): small
+                visible = (diff >= 0) & (diff < self.window) & (k_pos[:, None, :] >= 0)
+            else:  # slot j holds position j: one bool compare, no (T, S) integer temporary at long context
                 S = int(q.max()) + 1  # slots 0..max position of this step
-                k_pos = torch.arange(S, device=self.device).expand(q.shape[0], S)  # (b, S)
-            diff = q[:, :, None] - k_pos[:, None, :]  # (b, T, S)
-            visible = (diff >= 0) & (k_pos[:, None, :] >= 0)
-            if sliding:
-                visible &= diff < self.window
+                visible = torch.arange(S, device=self.device)[None, None, :] <= q[:, :, None]  # (b, T, S)
             step["masks"][key] = visible[:, None]  # (b, 1, T, S)
         return step["masks"][key]
 
