@@ -103,3 +103,26 @@ def test_wsd_shapes():
         WSD(shape="exp")
     with pytest.raises(ValueError, match="warmup \\+ schedule.decay"):
         WSD(warmup=0.6, decay=0.6)
+
+
+def test_orthogonalize_dtensor_paths_match_plain_tensors(tmp_path):
+    """Both FSDP2 code paths (shard-local for expert stacks, gather for row-sharded matrices) on a
+    one-rank gloo mesh; the two-rank runs live in tests/test_distributed.py."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from kexa.train.optim import orthogonalize
+
+    if dist.is_initialized():
+        pytest.skip("a process group already exists")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        stack, matrix = torch.randn(4, 16, 8), torch.randn(16, 8)
+        for t, dim in ((stack, 0), (matrix, 0), (matrix, 1)):
+            d = orthogonalize(distribute_tensor(t, mesh, [Shard(dim)]), steps=5)
+            assert d.placements == (Shard(dim),)
+            torch.testing.assert_close(d.full_tensor(), newton_schulz(t))
+    finally:
+        dist.destroy_process_group()
