@@ -301,7 +301,7 @@ class Extender:
         if not (src / "config.json").exists():
             raise CheckpointError(f"extend.init_from = {src}: no model folder there (pre-train first: "
                                   f"kexa pretrain --config {self.config.extend.base} --run-dir DIR; then "
-                                  f"--set extend.init_from=DIR/model)")
+                                  f"--init-from DIR/model)")
         model = KExaone.from_pretrained(src)
         longest = self.config.stages[-1].seq_len
         if model.config.max_position_embeddings < longest:
