@@ -85,14 +85,17 @@ def niah(args) -> dict:
                          f"(max_position_embeddings)")
     domains = [d.strip() for d in args.domains.split(",")] if args.domains else None
     try:
+        source = None
         if args.text:
-            haystack = haystack_from_text(Path(args.text).read_text("utf-8"), tok.encode)
+            haystack, source = haystack_from_text(Path(args.text).read_text("utf-8"), tok.encode), f"text file {args.text}"
         elif args.corpus or (default_cache_dir() / "manifest.json").exists():
-            haystack = corpus_haystack(Path(args.corpus) if args.corpus else default_cache_dir(), domains, tok.encode)
+            folder = Path(args.corpus) if args.corpus else default_cache_dir()
+            haystack, source = corpus_haystack(folder, domains, tok.encode), f"held-out corpus {folder}"
         else:
             haystack = None  # evaluate_niah warns and uses generated text
         progress = (lambda m: print(m, file=sys.stderr)) if args.json else print
-        result = evaluate_niah(model, tok, config, haystack, prefill_chunk=args.prefill_chunk, progress=progress)
+        result = evaluate_niah(model, tok, config, haystack, prefill_chunk=args.prefill_chunk, progress=progress,
+                               source=source or "generated")
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e
     result["model"] = str(args.model)

@@ -167,15 +167,16 @@ def fallback_haystack(encode: Callable[[str], list[int]], seed: int = 0) -> Fill
 
 def evaluate_niah(model_or_retriever, tokenizer, config: NiahConfig, haystack: Filler | None = None,
                   decode: Callable[[list[int]], str] | None = None, prefill_chunk: int = 512,
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  progress: Callable[[str], None] | None = None, source: str = "held-out corpus") -> dict:
     """Run the grid; returns the JSON-ready result (see the module docstring).
 
     model_or_retriever: a KExaone (generation by the engine) or a `retrieve(prompts, n)` callable.
-    tokenizer: anything with `encode(str) -> list[int]` and `decode(ids) -> str`."""
+    tokenizer: anything with `encode(str) -> list[int]` and `decode(ids) -> str`.
+    source: what the haystack is, recorded in the result ("generated" when haystack is None)."""
     t0 = time.perf_counter()
     encode = tokenizer.encode
     decode = decode or tokenizer.decode
-    source = "held-out corpus" if haystack is not None else "generated"
+    source = source if haystack is not None else "generated"
     haystack = haystack if haystack is not None else fallback_haystack(encode, config.seed)
     retrieve = model_or_retriever if not hasattr(model_or_retriever, "config") \
         else engine_retriever(model_or_retriever, prefill_chunk)
