@@ -124,8 +124,13 @@ def runs(tmp_path_factory) -> tuple[dict, dict, Path]:
     and meanwhile, in this process, the single-process references (no torchrun: parallelize()
     leaves the model whole). Returns (references by optimiser, 2-rank results, their folder)."""
     tmp = tmp_path_factory.mktemp("dist")
-    results, reference = torchrun(tmp, 2, 2, lambda: {name: train(None, optimizer=name) for name in ("adamw", "muon")})
+    results, reference = torchrun(tmp, 2, 2, single_process_references)
     return reference, results, tmp
+
+
+def single_process_references() -> dict:
+    with torch.random.fork_rng():  # train() seeds the global RNG; leave the pytest process' as it was
+        return {name: train(None, optimizer=name) for name in ("adamw", "muon")}
 
 
 def assert_same_curve(ref: dict, got: dict, tol: float = REL_TOL, norm_rtol: float = 1e-4) -> None:
@@ -182,7 +187,7 @@ def test_expert_groups_sharded_by_fsdp_on_four_ranks(tmp_path):
     "dp_mod_ep" (gradient divide factor 4, SUM-only reductions on gloo). Tolerance 1e-4: with one
     sequence per rank, the AdamW-only run drifts from float reordering (1e-7 for 5 steps, 3e-5 at
     step 20 seen; the biases stay equal, so no routing flip) while the Muon + EP run stays at 2e-7."""
-    results, reference = torchrun(tmp_path, 4, 2, lambda: {name: train(None, optimizer=name) for name in ("adamw", "muon")})
+    results, reference = torchrun(tmp_path, 4, 2, single_process_references)
     assert results["ep"]["local_experts"] == [2, 2, 2], "at rest: 8 experts / (ep 2 x dp_mod_ep 2) per rank"
     for name, optimizer in (("fsdp", "adamw"), ("ep", "muon")):
         assert_same_curve(reference[optimizer], results[name], tol=1e-4, norm_rtol=2e-3)
