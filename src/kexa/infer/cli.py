@@ -60,6 +60,8 @@ def load(args) -> tuple:
     folder = Path(args.model)
     if not folder.is_dir():
         raise UsageError(f"--model {folder}: not a directory (expected a model folder with config.json)")
+    if not (folder / "config.json").exists():
+        raise UsageError(f"{folder} is not a kexa/HF model folder: config.json is missing")
     tok_dir = Path(args.tokenizer) if args.tokenizer else folder
     if not (tok_dir / "tokenizer.json").exists():
         raise UsageError(f"no tokenizer.json in {tok_dir}: save the tokenizer beside the model "
