@@ -138,8 +138,3 @@ class TokenShards:
             out.append(idx[:-1] + self.offsets[i])
         return np.concatenate(out)
 
-
-def tokenize_to_shards(texts: Iterable[str], encode, out_dir: str | Path, vocab_size: int, eos_id: int | None,
-                       extra_meta: dict | None = None) -> dict:
-    """Encode texts (one document each) with `encode(str) -> list[int]` and write them as shards."""
-    return write_shards((encode(t) for t in texts), out_dir, vocab_size, eos_id, extra_meta=extra_meta)

@@ -46,10 +46,6 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def is_rank0() -> bool:
-    return not distributed() or dist.get_rank() == 0
-
-
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
