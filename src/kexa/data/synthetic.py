@@ -121,9 +121,10 @@ class Filler:
     def span(self, rng: random.Random, n: int) -> list[int]:
         if n <= 0:
             return []
-        reps = -(-n // self.tokens.size)  # a short stream repeats (the original NIAH repeats its essays)
-        stream = np.tile(self.tokens, reps + 1) if reps > 0 else self.tokens
-        start = rng.randrange(0, max(1, stream.size - n))
+        stream = self.tokens
+        if n >= stream.size:  # a short stream repeats (the original NIAH repeats its essays)
+            stream = np.tile(stream, n // stream.size + 2)
+        start = rng.randrange(0, stream.size - n)
         return stream[start:start + n].tolist()
 
 
