@@ -6,7 +6,7 @@ encoding, the report's "SWA-only RoPE") -> scaled dot-product attention with sca
 
 Sliding window semantics (HF `sliding_window_overlay`): query i sees key j iff i - W < j <= i, i.e.
 W keys including itself. Without a cache, sliding layers attend block by block: queries in a block
-of S = max(W, 256) positions only see the keys [start - W + 1, end), so memory is O(T * (S + W))
+of S = max(W, 128) positions only see the keys [start - W + 1, end), so memory is O(T * (S + W))
 instead of a dense T x T mask (a 32K x 32K boolean mask would be 1 GB). Global layers use SDPA's
 causal kernel, which materialises no mask either.
 
@@ -28,7 +28,7 @@ from torch import nn
 from ..config import ModelConfig
 from .layers import RMSNorm, apply_rope
 
-SLIDING_BLOCK = 256  # queries per block in block-sparse sliding attention (>= window)
+SLIDING_BLOCK = 128  # queries per block in block-sparse sliding attention (the block is max(window, this))
 
 
 def sliding_window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
