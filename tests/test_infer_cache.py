@@ -10,14 +10,6 @@ from kexa.infer import KVCache, full_attention_cache_bytes
 W = 16  # tiny preset window
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny decode steps are op-overhead bound; on shared, busy cores extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def model():

@@ -14,7 +14,6 @@ from kexa.cli import main as kexa_main
 from kexa.infer import Engine, SamplingParams
 from kexa.infer.chat import ReplyPrinter, chat_loop
 from kexa.tokenizer import Tokenizer, train_bpe
-from test_infer_cache import one_thread  # noqa: F401  (autouse fixture)
 
 TEXT = "the quick brown fox jumps over the lazy dog. 안녕하세요 세계. " * 100
 

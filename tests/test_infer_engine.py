@@ -6,7 +6,6 @@ import torch
 
 from kexa import KExaone, ModelConfig
 from kexa.infer import Engine, GenerationError, SamplingParams, token_probs
-from test_infer_cache import one_thread  # noqa: F401  (autouse fixture)
 
 GREEDY = dict(temperature=0.0)
 

@@ -9,7 +9,6 @@ import torch
 import kexa.infer.speculative as spec
 from kexa import KExaone, ModelConfig
 from kexa.infer import Engine, SamplingParams, token_probs
-from test_infer_cache import one_thread  # noqa: F401  (autouse fixture)
 
 V = 6  # small vocabulary: random drafts are sometimes right, so acceptance is partial
 N_NEW = 4  # joint law of 4 new tokens covers: first token, draft 1, draft 2 and the bonus token

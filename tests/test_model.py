@@ -141,7 +141,7 @@ def test_expert_bias_changes_selection_but_not_weights():
 
 
 def test_sequence_balance_loss_is_one_when_perfectly_balanced():
-    E, k, T = 4, 2, 8
+    E, T = 4, 8
     scores = torch.full((T, E), 0.5)  # uniform affinities
     idx = torch.tensor([[0, 1], [2, 3]] * (T // 2))  # every expert gets T*k/E tokens
     assert torch.isclose(sequence_balance_loss(scores, idx, batch=1), torch.tensor(1.0))

@@ -138,8 +138,6 @@ def test_kexaone_rule_superwords_are_letter_runs(kexa_tok, heldout_text):
 
 
 def _byte_decoder():
-    from tokenizers.pre_tokenizers import ByteLevel  # noqa: F401  (alphabet defined by GPT-2)
-
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0

@@ -2,7 +2,6 @@
 subprocess), non-finite guard, corrupt/partial checkpoints, recipe mismatch on resume, bias balancing."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -44,13 +43,6 @@ exec(SYNTHETIC)
 BASE = ["data.seq_len=32", "data.batch_size=4", "train.dtype='fp32'", "train.plot=false",
         "optim.lr=1e-2", "schedule.warmup=0.1", "schedule.decay=0.3", "balance.gamma=1e-3"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,6 @@ from kexa.train.optim import Muon, OptimConfig, build_optimizers, newton_schulz,
 from kexa.train.schedule import WSD, set_lr
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_newton_schulz_orthogonalises_each_matrix_of_a_stack():
     g = torch.randn(6, 48, 24, generator=torch.Generator().manual_seed(0))

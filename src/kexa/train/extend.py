@@ -40,7 +40,6 @@ import copy
 import json
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from ..data.synthetic import Filler, SyntheticConfig, SyntheticGenerator, write_
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from .loop import NonFiniteError, TrainData, evaluate, resolve_device, train
-from .recipe import Recipe, RecipeError, _section, apply_overrides, load_recipe, recipe_from_dict
+from .recipe import Recipe, RecipeError, _section, apply_overrides, load_recipe, read_toml, recipe_from_dict
 
 LOG = "extend_log.jsonl"
 KINDS = ("rehearsal", "synthetic", "longdoc")
@@ -149,14 +148,7 @@ def config_from_dict(d: dict[str, Any]) -> ExtendConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExtendConfig:
-    p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"extension config {p} does not exist")
-    try:
-        d = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{p}: invalid TOML: {e}") from e
-    return config_from_dict(apply_overrides(d, overrides or []))
+    return config_from_dict(apply_overrides(read_toml(path, "extension config"), overrides or []))
 
 
 @dataclass

@@ -146,17 +146,20 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return d
 
 
+def read_toml(path: str | Path, what: str = "recipe file") -> dict[str, Any]:
+    """A TOML file as a dict; a missing file or bad TOML is a RecipeError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"{what} {p} does not exist")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{p}: invalid TOML: {e}") from e
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
     """Read a TOML recipe (None: all defaults) and apply `key=value` overrides."""
-    d: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise RecipeError(f"recipe file {p} does not exist")
-        try:
-            d = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise RecipeError(f"{p}: invalid TOML: {e}") from e
+    d: dict[str, Any] = read_toml(path) if path is not None else {}
     return recipe_from_dict(apply_overrides(d, overrides or []))
 
 
