@@ -211,12 +211,11 @@ def load_pretrained(cls, path, dtype: torch.dtype | None = None, device="cpu"):
                 for name, key, expert, part in items:  # one tensor in memory at a time
                     target = params[name]
                     src = h.get_tensor(key)
-                    if part is None:
-                        target.copy_(src)
-                    else:
+                    if part is not None:  # one expert's piece of a fused (E, 2I, C) / (E, C, I) stack
                         inter = target.shape[1] // 2
-                        {"gate": lambda: target[expert, :inter], "up": lambda: target[expert, inter:],
-                         "down": lambda: target[expert]}[part]().copy_(src)
+                        target = {"gate": target[expert, :inter], "up": target[expert, inter:],
+                                  "down": target[expert]}[part]
+                    target.copy_(src)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     return model.eval()

@@ -124,7 +124,7 @@ class KExaone(nn.Module):
         B, T = input_ids.shape
         if T == 0:
             raise ValueError("input_ids has no tokens")
-        if not input_ids.dtype in (torch.int64, torch.int32):
+        if input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
         lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= cfg.vocab_size:
