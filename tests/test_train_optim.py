@@ -50,23 +50,54 @@ def test_muon_update_rms_matches_adamw_scale():
     assert 0.1 < float(rms) < 0.3
 
 
-def test_muon_rejects_vectors():
+def test_muon_rejects_vectors_and_row_blocks_that_do_not_divide():
     with pytest.raises(ValueError, match=">= 2 dims"):
         Muon([torch.nn.Parameter(torch.zeros(3))])
+    with pytest.raises(ValueError, match="row_blocks=3"):
+        Muon([{"params": [torch.nn.Parameter(torch.zeros(2, 8, 4))], "row_blocks": 3}])
+
+
+def test_fused_gate_up_halves_are_separate_muon_matrices():
+    """A (E, 2I, C) stack with row_blocks=2 steps exactly as two (E, I, C) stacks would: the gate
+    half's update ignores the up half's gradient, and the scale uses (I, C) (here 0.2 sqrt(16), not
+    0.2 sqrt(32))."""
+    E, I, C = 3, 16, 8
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(E, 2 * I, C, generator=gen)
+    grads = [torch.randn(E, 2 * I, C, generator=gen) for _ in range(2)]
+
+    def run(w_init, gs, row_blocks):
+        w = torch.nn.Parameter(w_init.clone())
+        opt = Muon([{"params": [w], "row_blocks": row_blocks}], lr=0.01, weight_decay=0.1)
+        for g in gs:
+            w.grad = g.clone()
+            opt.step()
+        return w.detach()
+
+    fused = run(w0, grads, 2)
+    other_up = run(w0, [torch.cat([g[:, :I], 5 * g[:, I:].flip(1)], 1) for g in grads], 2)
+    torch.testing.assert_close(fused[:, :I], other_up[:, :I], rtol=0, atol=0)  # gate: up grad irrelevant
+    assert not torch.allclose(fused[:, I:], other_up[:, I:])
+    for half in (slice(0, I), slice(I, 2 * I)):  # each half == its own Muon matrix stack
+        torch.testing.assert_close(fused[:, half], run(w0[:, half], [g[:, half] for g in grads], 1))
+    # one (2I, C) matrix per expert (the old behaviour) couples the halves
+    coupled = run(w0, grads, 1)
+    assert not torch.allclose(coupled[:, :I], run(w0, [torch.cat([g[:, :I], 5 * g[:, I:]], 1) for g in grads], 1)[:, :I])
 
 
 def test_parameter_split_puts_router_embeddings_head_and_norms_on_adamw():
     model = KExaone(ModelConfig.preset("tiny"))
     muon, decay, no_decay = split_params(model)
     names = {id(p): n for n, p in model.named_parameters()}
-    muon_names = {names[id(p)] for p in muon}
+    blocks = {names[id(p)]: g["row_blocks"] for g in muon for p in g["params"]}
     decay_names = {names[id(p)] for p in decay}
-    assert "model.layers.1.mlp.experts.gate_up_proj" in muon_names  # 3-D expert stack on Muon
-    assert "model.layers.0.self_attn.q_proj.weight" in muon_names
-    assert "mtp.fc.weight" in muon_names
+    assert blocks["model.layers.1.mlp.experts.gate_up_proj"] == 2  # 3-D expert stack on Muon, gate/up apart
+    assert blocks["model.layers.1.mlp.experts.down_proj"] == 1
+    assert blocks["model.layers.0.self_attn.q_proj.weight"] == 1
+    assert blocks["mtp.fc.weight"] == 1
     assert {"model.embed_tokens.weight", "lm_head.weight", "model.layers.1.mlp.gate.weight"} <= decay_names
     assert all(p.ndim == 1 for p in no_decay)
-    assert len(muon) + len(decay) + len(no_decay) == len(list(model.parameters()))
+    assert len(blocks) + len(decay) + len(no_decay) == len(list(model.parameters()))
 
 
 def test_adamw_recipe_has_no_muon_and_all_groups_follow_the_schedule():
@@ -105,7 +136,7 @@ def test_orthogonalize_dtensor_paths_match_plain_tensors(tmp_path):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    from kexa.train.optim import orthogonalize
+    from kexa.train.optim import newton_schulz_blocks, orthogonalize
 
     if dist.is_initialized():
         pytest.skip("a process group already exists")
@@ -113,9 +144,9 @@ def test_orthogonalize_dtensor_paths_match_plain_tensors(tmp_path):
     try:
         mesh = init_device_mesh("cpu", (1,))
         stack, matrix = torch.randn(4, 16, 8), torch.randn(16, 8)
-        for t, dim in ((stack, 0), (matrix, 0), (matrix, 1)):
-            d = orthogonalize(distribute_tensor(t, mesh, [Shard(dim)]), steps=5)
+        for t, dim, blocks in ((stack, 0, 1), (matrix, 0, 1), (matrix, 1, 1), (stack, 0, 2), (matrix, 0, 2)):
+            d = orthogonalize(distribute_tensor(t, mesh, [Shard(dim)]), steps=5, row_blocks=blocks)
             assert d.placements == (Shard(dim),)
-            torch.testing.assert_close(d.full_tensor(), newton_schulz(t))
+            torch.testing.assert_close(d.full_tensor(), newton_schulz_blocks(t, 5, blocks))
     finally:
         dist.destroy_process_group()
