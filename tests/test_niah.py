@@ -173,11 +173,42 @@ def test_synthetic_packs_are_exact_deterministic_and_hold_the_task(tok, tmp_path
     assert facts and re.search(r"Repeat the list:|Wiederhole die Liste:", text)
     train_keys = {k for k, _ in facts}
     assert all(Vocab("train")._mine(k) for k in train_keys) and not any(Vocab("eval")._mine(k) for k in train_keys)
+    # a short example keeps its task with fewer facts / hops / items instead of becoming filler
+    for task in ("kv", "multihop", "copy"):
+        short = SyntheticGenerator(tok.encode, filler, SyntheticConfig(tasks={task: 1.0}, max_facts=4, min_example=40))
+        texts = [tok.decode(short.example(rng_a, 96)) for _ in range(10)]
+        assert all(("What is the secret number of" if task != "copy" else "Repeat the list:") in t for t in texts), task
     meta = write_synthetic_shards(gen, tmp_path / "syn", 256, 2000, tok.vocab_size, tok.eos_id, seed=1)
     sh = TokenShards(tmp_path / "syn")
     assert meta["n_tokens"] % 256 == 0
     ends = sh.window(0, sh.n_tokens).reshape(-1, 256)[:, -1]
     assert (ends == tok.eos_id).all()  # every pack ends with EOS: loader windows never span two packs
+
+
+def test_pretraining_mixture_can_name_the_synthetic_source(tok, tmp_path):
+    """A recipe whose curriculum weights "synthetic" gets retrieval packs at its seq_len as a train
+    source (sized for the run, facts in the recipe's languages, train split); recipes that do not
+    name it are unchanged (no synthetic source, corpus domains as before)."""
+    from kexa.train.prepare import SYNTHETIC, prepare_synthetic, recipe_domains, synthetic_share
+    from kexa.train.recipe import recipe_from_dict
+    d = {"model": {"preset": "tiny"}, "data": {"seq_len": 128, "batch_size": 4}, "train": {"steps": 20},
+         "curriculum": [{"name": "a", "fraction": 0.5, "weights": {"en": 3.0, "synthetic": 1.0}},
+                        {"name": "b", "fraction": 0.5, "weights": {"en": 1.0, "de": 1.0}}]}
+    recipe = recipe_from_dict(d)
+    assert recipe_domains(recipe) == ["en", "de"] and synthetic_share(recipe) == pytest.approx(0.125)
+    assert synthetic_share(recipe_from_dict(d | {"curriculum": d["curriculum"][1:]})) == 0
+    assert synthetic_share(recipe_from_dict({"data": {"weights": {"en": 1.0, SYNTHETIC: 1.0}}})) == 0.5
+    write_shards([tok.encode(p.strip() + ".") for p in HELDOUT.split(".") if p.strip()] * 4, tmp_path / "en",
+                 tok.vocab_size, tok.eos_id)
+    syn = prepare_synthetic(recipe, tok, {"en": TokenShards(tmp_path / "en")}, tmp_path / "cache")
+    meta = json.loads((syn.path / "meta.json").read_text())
+    assert meta["kind"] == "synthetic" and meta["seq_len"] == 128 and syn.n_tokens % 128 == 0
+    assert syn.n_tokens >= 20 * 4 * 128 * 0.125  # the run's expected synthetic windows, not repeated
+    text = tok.decode(syn.window(0, syn.n_tokens).tolist())
+    facts = needles_in(text)
+    assert facts and all(Vocab("train")._mine(k) for k, _ in facts)
+    assert "What is the secret number of" in text and "geheime" not in text  # languages = the recipe's sources
+    assert prepare_synthetic(recipe, tok, {"en": TokenShards(tmp_path / "en")}, tmp_path / "cache").path == syn.path
 
 
 def test_longdoc_keeps_documents_whole(tmp_path):

@@ -139,7 +139,8 @@ def generated_filler_text(n_sentences: int = 400, seed: int = 0) -> str:
 
 @dataclass
 class SyntheticConfig:
-    tasks: dict[str, float] = field(default_factory=lambda: {"kv": 0.6, "multihop": 0.2, "copy": 0.2})
+    # copy lists are the densest retrieval signal (every copied token is one), kv is the NIAH task itself
+    tasks: dict[str, float] = field(default_factory=lambda: {"kv": 0.5, "multihop": 0.1, "copy": 0.4})
     languages: list[str] = field(default_factory=lambda: ["en"])
     max_facts: int = 4  # facts per kv example (1 .. max_facts; the others are distractors)
     max_questions: int = 3  # questions per kv example
@@ -190,33 +191,54 @@ class SyntheticGenerator:
             prev = cut
         return out + text[prev:] + tail
 
+    def _first_fit(self, rng: random.Random, length: int, variants) -> list[int]:
+        """Weave the first (pieces, tail) variant that fits `length` (variants go from the drawn size
+        down to the smallest), so a short example keeps its task with fewer facts instead of being
+        replaced by filler (at a 128-token pre-training length most drawn sizes would not fit)."""
+        for pieces, tail in variants:
+            out = self._weave(rng, length, pieces, tail)
+            if out:
+                return out
+        return []
+
     def kv(self, rng: random.Random, length: int, lang: str) -> list[int]:
         c, t = self.config, TEMPLATES[lang]
         keys = self.vocab.keys(rng, rng.randint(1, c.max_facts))
         values = [self.vocab.value(rng) for _ in keys]
-        facts = [self.line(t["prefix"].format(key=k) + " " + v + t["suffix"]) for k, v in zip(keys, values)]
         order = list(range(len(keys)))
         rng.shuffle(order)
-        tail: list[int] = []
-        for i in order[:rng.randint(1, min(c.max_questions, len(keys)))]:
-            tail += self.line(t["question"].format(key=keys[i])) + self.enc(t["prefix"].format(key=keys[i])) \
-                + self.enc(" " + values[i]) + self.enc(t["suffix"] + "\n")
-        return self._weave(rng, length, facts, tail)
+        asked = rng.randint(1, min(c.max_questions, len(keys)))
+
+        def variant(n: int) -> tuple[list[list[int]], list[int]]:  # the facts order[:n], the first questions
+            facts = [self.line(fact_text(lang, keys[i], values[i])) for i in sorted(order[:n])]
+            tail: list[int] = []
+            for i in order[:min(asked, n)]:
+                tail += self.line(t["question"].format(key=keys[i])) + self.enc(t["prefix"].format(key=keys[i])) \
+                    + self.enc(" " + values[i]) + self.enc(t["suffix"] + "\n")
+            return facts, tail
+        return self._first_fit(rng, length, (variant(n) for n in range(len(keys), 0, -1)))
 
     def multihop(self, rng: random.Random, length: int, lang: str) -> list[int]:
         t = TEMPLATES[lang]
         keys = self.vocab.keys(rng, rng.randint(2, self.config.max_hops + 1))
         value = self.vocab.value(rng)
-        chain = [self.line(t["prefix"].format(key=keys[0]) + " " + value + t["suffix"])]
-        chain += [self.line(t["alias"].format(key=b, other=a)) for a, b in zip(keys, keys[1:])]
-        tail = self.line(t["question"].format(key=keys[-1])) + self.enc(t["prefix"].format(key=keys[-1])) \
-            + self.enc(" " + value) + self.enc(t["suffix"] + "\n")
-        return self._weave(rng, length, chain, tail)
+
+        def variant(n: int) -> tuple[list[list[int]], list[int]]:  # a chain over keys[:n]
+            chain = [self.line(fact_text(lang, keys[0], value))]
+            chain += [self.line(t["alias"].format(key=b, other=a)) for a, b in zip(keys[:n], keys[1:n])]
+            tail = self.line(t["question"].format(key=keys[n - 1])) + self.enc(t["prefix"].format(key=keys[n - 1])) \
+                + self.enc(" " + value) + self.enc(t["suffix"] + "\n")
+            return chain, tail
+        return self._first_fit(rng, length, (variant(n) for n in range(len(keys), 1, -1)))
 
     def copy(self, rng: random.Random, length: int, lang: str) -> list[int]:
         lo, hi = self.config.copy_items
-        items = " ".join(self.vocab.keys(rng, rng.randint(lo, hi)))
-        return self._weave(rng, length, [self.line(items)], self.line(TEMPLATES[lang]["repeat"]) + self.enc(items + "\n"))
+        keys = self.vocab.keys(rng, rng.randint(lo, hi))
+
+        def variant(n: int) -> tuple[list[list[int]], list[int]]:
+            items = " ".join(keys[:n])
+            return [self.line(items)], self.line(TEMPLATES[lang]["repeat"]) + self.enc(items + "\n")
+        return self._first_fit(rng, length, (variant(n) for n in range(len(keys), min(lo, 2) - 1, -1)))
 
     def example(self, rng: random.Random, length: int) -> list[int]:
         """One example of exactly `length` tokens (a task that does not fit falls back to filler)."""

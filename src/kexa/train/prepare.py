@@ -7,6 +7,13 @@
                 train split, cached in CACHE/tokenizer-<hash of corpus key, vocab size>; or a folder
     shards      CACHE/shards-<hash of tokenizer.json, corpus key>/<domain>/{train,heldout}: one
                 document per corpus .jsonl line, EOS-terminated (kexa.data.shards)
+    synthetic   only when the mixture (a curriculum stage or data.weights) weights the source
+                "synthetic" (not a corpus domain):
+                kexa.data.synthetic retrieval packs (kv / multihop / copy, train-split keys and values,
+                fact templates in the recipe's languages, filler from the train shards) at data.seq_len,
+                enough for the run's expected share, in CACHE/synthetic-<hash>; a train source only
+                (the held-out loss stays natural text). Long-context recipes teach retrieval at the
+                short length this way, so context extension only has to generalise it in length.
 Each cache entry is complete only when its marker file exists (corpus manifest.json, tokenizer.json,
 shard meta.json), so an interrupted preparation is redone, never half-used. This is what lets
 `configs/tiny.toml` need no preparation: the first run builds everything (tens of seconds), later
@@ -23,6 +30,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..data.loader import Stage
 from ..data.shards import META, TokenShards, write_shards
 from .loop import TrainData
 from .recipe import Recipe, RecipeError
@@ -34,13 +42,16 @@ def _short_hash(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:12]
 
 
+SYNTHETIC = "synthetic"  # the curriculum source name of kexa.data.synthetic packs (never a corpus domain)
+
+
 def recipe_domains(recipe: Recipe) -> list[str]:
-    """Sources the recipe samples from (curriculum weights, else data.weights, else data.domains)."""
+    """Corpus domains the recipe samples from (curriculum weights, else data.weights, else data.domains)."""
     names: list[str] = []
     for stage in recipe.curriculum:
-        names += [n for n, w in stage.weights.items() if w > 0 and n not in names]
+        names += [n for n, w in stage.weights.items() if w > 0 and n not in names and n != SYNTHETIC]
     if not names:
-        names = [n for n, w in recipe.data.weights.items() if w > 0]
+        names = [n for n, w in recipe.data.weights.items() if w > 0 and n != SYNTHETIC]
     return names or list(recipe.data.domains)
 
 
@@ -99,11 +110,39 @@ def prepare_shards(corpus, tokenizer, domains: list[str], cache: Path) -> dict[s
     return out
 
 
+def synthetic_share(recipe: Recipe) -> float:
+    """Expected share of the run's sequences drawn from the synthetic source (stage fraction x weight;
+    without a curriculum, data.weights is the whole run's mixture)."""
+    stages = recipe.curriculum or [Stage("main", 1.0, recipe.data.weights)]
+    total = sum(s.fraction for s in stages)
+    return sum(s.fraction / total * s.weights.get(SYNTHETIC, 0.0) / sum(s.weights.values())
+               for s in stages if s.weights)
+
+
+def prepare_synthetic(recipe: Recipe, tokenizer, train: dict[str, TokenShards], cache: Path) -> TokenShards:
+    """Synthetic retrieval packs at data.seq_len for the whole run (+10%), cached by their inputs."""
+    from ..data.synthetic import TEMPLATES, Filler, SyntheticConfig, SyntheticGenerator, write_synthetic_shards
+    dc, tc = recipe.data, recipe.train
+    # facts in the languages the recipe trains on (the corpus domains en, ko, ... name them)
+    config = SyntheticConfig(languages=[n for n in train if n in TEMPLATES] or ["en"])
+    n_tokens = int(tc.steps * dc.batch_size * dc.grad_accum * dc.seq_len * synthetic_share(recipe) * 1.1)
+    key = _short_hash(tokenizer.hf.to_str(), *sorted(train), repr(config), str(dc.seq_len), str(n_tokens), str(tc.seed))
+    folder = cache / f"synthetic-{key}"
+    if not (folder / META).exists():
+        log.info("writing %d synthetic retrieval tokens at seq_len %d to %s", n_tokens, dc.seq_len, folder)
+        generator = SyntheticGenerator(tokenizer.encode, Filler.from_shards(list(train.values())), config, split="train")
+        write_synthetic_shards(generator, folder, dc.seq_len, n_tokens, tokenizer.vocab_size, tokenizer.eos_id,
+                               seed=tc.seed)
+    return TokenShards(folder)
+
+
 def prepare_data(recipe: Recipe) -> TrainData:
     cache = Path(recipe.data.cache_dir)
     corpus = prepare_corpus(recipe, cache)
     tokenizer = prepare_tokenizer(recipe, corpus, cache)
     domains = recipe_domains(recipe) or corpus.domains
     shards = prepare_shards(corpus, tokenizer, domains, cache)
-    return TrainData(train=shards["train"], heldout=shards["heldout"], tokenizer=tokenizer,
-                     vocab_size=tokenizer.vocab_size)
+    train = dict(shards["train"])
+    if synthetic_share(recipe) > 0:
+        train[SYNTHETIC] = prepare_synthetic(recipe, tokenizer, shards["train"], cache)
+    return TrainData(train=train, heldout=shards["heldout"], tokenizer=tokenizer, vocab_size=tokenizer.vocab_size)
