@@ -19,8 +19,11 @@ The returned counts are this rank's GLOBAL per-expert counts (E,), exactly what 
 
 Autograd: the token exchanges use `all_to_all_single_autograd` (functional collectives), whose
 backward is the reverse exchange, so expert gradients collect the contributions of every rank's
-tokens. Each rank's loss is a mean over its own batch, so those gradients are a SUM over data
-ranks; `parallelize()` divides them by the data-parallel size (FSDP's gradient divide factor).
+tokens. Each rank's loss is its token sum over the global token count times the data-parallel
+size (loop.py; FSDP2 averages the other gradients over ranks), so those gradients are a SUM over
+data ranks of that; `parallelize()` divides them by the data-parallel size (FSDP's gradient
+divide factor), which leaves the gradient of sum(token losses) / global count, as for every other
+parameter.
 
     torchrun --nproc_per_node=2 -m pytest tests/test_distributed.py   (see docs/distributed.md)
 

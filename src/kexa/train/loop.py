@@ -4,7 +4,8 @@
         lr = base_lr * WSD(s)                                   (schedule.py; Muon and AdamW groups alike)
         repeat grad_accum times:                                (micro-batches from the packed loader)
             with autocast(bf16): out = model(x); loss = CE + 0.05 MTP-CE + 1e-4 balance   (model.loss)
-            (loss / grad_accum).backward();  loads += out.expert_loads
+            (loss weighted by this micro-batch's share of the global valid tokens).backward()
+            loads += out.expert_loads
         grad_norm = clip(global grad norm, 1.0)
         if loss and grad_norm are finite: optimiser steps; expert biases += gamma sign(mean - load)
         else: skip the step (zero grads), count it; abort after K in a row (last good checkpoint kept)
@@ -46,7 +47,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..data.loader import Curriculum, PackedLoader, Stage, heldout_batches
+from ..data.loader import IGNORE, Curriculum, PackedLoader, Stage, heldout_batches
 from ..data.shards import TokenShards
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
@@ -283,24 +284,39 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                 t0 = time.perf_counter()
                 lr = set_lr(optimizers, recipe.schedule.factor(step, tc.steps))
                 stage = loader.stage
-                # ---- forward / backward over micro-batches
-                sums = torch.zeros(4, dtype=torch.float64)  # total, ce, mtp, balance (summed over micro-batches)
+                # ---- forward / backward over micro-batches. The step's loss is sum(token CE) / N with N the
+                # valid labels of the GLOBAL batch (all micro-batches, all ranks; torchtitan's convention), so
+                # the gradient does not depend on how the batch is split. model.loss returns per-micro-batch
+                # means, so each term is weighted by its share of N: w = n_micro * world / N (x world: FSDP2
+                # averages gradients over ranks); MTP counts its own labels (labels[:, 1:]); the balance loss
+                # (a per-sequence mean) is a plain mean over micro-batches and ranks.
+                micro = [loader.next_batch() for _ in range(dc.grad_accum)]
+                valid = torch.tensor([[(y != IGNORE).sum(), (y[:, 1:] != IGNORE).sum()] for _, y in micro],
+                                     dtype=torch.float64)  # (grad_accum, 2): main / MTP labels per micro-batch
+                n_global = all_reduce_sum(valid.sum(0)).clamp_min(1).tolist()
+                sums = torch.zeros(3, dtype=torch.float64)  # token-summed CE, token-summed MTP CE, balance
                 loads = None
-                for _ in range(dc.grad_accum):
-                    x, y = (t.to(device) for t in loader.next_batch())
+                for (x, y), (n_ce, n_mtp) in zip(micro, valid.tolist()):
+                    x, y = x.to(device), y.to(device)
+                    w_ce, w_mtp = n_ce * world_size / n_global[0], n_mtp * world_size / n_global[1]
+                    # loss = ce + mtp_weight mtp + coef balance, rescaled below to w_ce ce + ...; an all-ignored
+                    # micro-batch has ce = 0 (any scale works); one process, no accumulation: scale = 1 exactly
+                    scale = w_ce or 1.0
                     with autocast(device, tc.dtype):
                         out = model(x)
-                        loss, parts = model.loss(out, y, mtp_weight=recipe.balance.mtp_weight,
-                                                 balance_coef=recipe.balance.alpha)
-                    (loss / dc.grad_accum).backward()
-                    sums += torch.tensor([float(loss.detach()), float(parts["ce"]), float(parts.get("mtp", 0.0)),
+                        loss, parts = model.loss(out, y, mtp_weight=recipe.balance.mtp_weight * w_mtp / scale,
+                                                 balance_coef=recipe.balance.alpha / (dc.grad_accum * scale))
+                    (loss * scale).backward()
+                    sums += torch.tensor([float(parts["ce"]) * n_ce, float(parts.get("mtp", 0.0)) * n_mtp,
                                           float(parts.get("balance", 0.0))], dtype=torch.float64)
                     if out.expert_loads is not None:
                         loads = out.expert_loads.detach() if loads is None else loads + out.expert_loads.detach()
-                # ---- global loss, gradient norm, non-finite guard (same decision on every rank)
-                sums = all_reduce_sum(sums) / (dc.grad_accum * world_size)
+                # ---- global loss (mean CE per token), gradient norm, non-finite guard (same decision on every rank)
+                ce, mtp, balance = (all_reduce_sum(sums) / torch.tensor([*n_global, dc.grad_accum * world_size],
+                                                                        dtype=torch.float64)).tolist()
+                total = ce + recipe.balance.mtp_weight * mtp + recipe.balance.alpha * balance
                 grad_norm = parallel.clip_grad_norm_(params, recipe.optim.grad_clip or math.inf)
-                finite = math.isfinite(float(sums[0])) and math.isfinite(float(grad_norm))
+                finite = math.isfinite(total) and math.isfinite(float(grad_norm))
                 balance_metrics = {}
                 if finite:
                     for opt in optimizers:
@@ -316,9 +332,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                 step_tokens = dc.seq_len * dc.batch_size * dc.grad_accum * world_size
                 tokens_seen += step_tokens
                 dt = time.perf_counter() - t0
-                last_loss = float(sums[1])
-                m = {"step": step, "loss": last_loss, "loss_total": float(sums[0]), "mtp": float(sums[2]),
-                     "balance": float(sums[3]), "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens_seen,
+                last_loss = ce
+                m = {"step": step, "loss": ce, "loss_total": total, "mtp": mtp, "balance": balance, "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens_seen,
                      "tok_per_s": step_tokens / dt, "step_s": dt, "stage": stage, "skipped": not finite,
                      **balance_metrics}
                 last = step == tc.steps
