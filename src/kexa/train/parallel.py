@@ -82,12 +82,14 @@ def init_distributed(ep_size: int = 1, backend: str | None = None,
     """Join the torchrun job (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and build the meshes;
     later calls return the same Mesh. Returns None when not launched by torchrun.
     gloo on CPU, NCCL when CUDA is available."""
+    if ep_size < 1:
+        raise ValueError(f"ep_size must be >= 1, got {ep_size}")
     if "WORLD_SIZE" not in os.environ:
         if ep_size != 1:
-            raise ValueError(f"ep_size={ep_size} needs a torchrun launch with at least {ep_size} processes")
+            raise ValueError(f"ep_size={ep_size} needs a torchrun launch with a multiple of {ep_size} processes")
         return None
     world = int(os.environ["WORLD_SIZE"])
-    if ep_size < 1 or world % ep_size:
+    if world % ep_size:
         raise ValueError(f"ep_size ({ep_size}) must divide the number of processes ({world})")
     cuda = torch.cuda.is_available()
     if cuda:

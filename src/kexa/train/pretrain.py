@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.shards import ShardError
 from ..model.hf import CheckpointError
 from .loop import NonFiniteError, TrainResult, train
 from .prepare import prepare_data
@@ -33,8 +34,11 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 def pretrain(recipe: Recipe, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
     """Prepare (or reuse) the recipe's corpus, tokenizer and shards, then train in run_dir."""
     from . import parallel
-    parallel.init_distributed(ep_size=recipe.train.ep_size)  # under torchrun: rank 0 builds the caches,
-    with parallel.main_process_first():                       # the other ranks then reuse them
+    try:
+        parallel.init_distributed(ep_size=recipe.train.ep_size)
+    except ValueError as e:  # the launch does not fit the recipe (ep_size vs the number of processes)
+        raise RecipeError(f"train.ep_size: {e}") from e
+    with parallel.main_process_first():  # under torchrun: rank 0 builds the caches, the other ranks reuse them
         data = prepare_data(recipe)
     return train(recipe, run_dir, data, resume=resume, quiet=quiet)
 
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if recipe.train.threads:  # a process-wide setting: applied here, in the command, not in the library
             torch.set_num_threads(recipe.train.threads)
         result = pretrain(recipe, args.run_dir, resume=args.resume, quiet=args.quiet)
-    except (RecipeError, CheckpointError, NonFiniteError, FileNotFoundError) as e:
+    except (RecipeError, CheckpointError, ShardError, NonFiniteError, FileNotFoundError) as e:
         print(f"kexa pretrain: error: {e}", file=sys.stderr)
         return 1
     return EXIT_CODES.get(result.interrupted, 0) if result.interrupted else 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from ..data.loader import Stage
 from .balance import BalanceConfig
 from .optim import OptimConfig
@@ -46,6 +46,9 @@ class DataConfig:
     eval_batches: int = 4  # held-out batches per source for validation loss and global MaxVio
     weights: dict[str, float] = field(default_factory=dict)  # mixture when no curriculum (empty: uniform)
 
+    def __post_init__(self) -> None:
+        too_small(self, seq_len=1, batch_size=1, grad_accum=1, eval_batches=0, corpus_bytes=1)
+
 
 @dataclass
 class TrainConfig:
@@ -64,6 +67,18 @@ class TrainConfig:
     max_bad_steps: int = 5  # consecutive non-finite steps before aborting
     plot: bool = True  # PNG of loss and balance curves at the end (needs matplotlib)
 
+    def __post_init__(self) -> None:
+        too_small(self, steps=1, threads=0, ep_size=1, log_every=1, eval_every=0, save_every=0, keep_last=1,
+                  max_bad_steps=1)
+
+
+def too_small(config, **minimum: int) -> None:
+    """ValueError naming every field below its minimum (a section's __post_init__ check)."""
+    bad = [f"{k} must be an integer >= {m}, got {getattr(config, k)!r}" for k, m in minimum.items()
+           if not isinstance(getattr(config, k), int) or getattr(config, k) < m]
+    if bad:
+        raise ValueError("; ".join(bad))
+
 
 @dataclass
 class Recipe:
@@ -78,13 +93,16 @@ class Recipe:
     def model_config(self, vocab_size: int | None = None) -> ModelConfig:
         """The recipe's ModelConfig; `vocab_size` (the tokenizer's) overrides the preset's."""
         kw = dict(self.model)
-        cfg = ModelConfig.preset(kw.pop("preset", "tiny"))
+        preset = kw.pop("preset", "tiny")
         if vocab_size is not None:
             kw["vocab_size"] = vocab_size
         unknown = sorted(set(kw) - {f.name for f in dataclasses.fields(ModelConfig)})
         if unknown:
             raise RecipeError(f"[model] has unknown key(s) {unknown}; valid: 'preset' and ModelConfig fields")
-        return cfg.replace(**kw)
+        try:
+            return ModelConfig.preset(preset).replace(**kw)
+        except ConfigError as e:
+            raise RecipeError(f"[model]: {e}") from e
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,7 +136,11 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     model = dict(d.get("model", {}))
     model.setdefault("preset", "tiny")
     recipe = Recipe(model=model, curriculum=stages, **kw)
-    recipe.model_config()  # validate the model section now
+    cfg = recipe.model_config()  # validate the model section now
+    ep = recipe.train.ep_size
+    if ep > 1 and ("sparse" not in cfg.mlp_layer_types or cfg.num_experts % ep):
+        raise RecipeError(f"train.ep_size = {ep} must divide model.num_experts ({cfg.num_experts}) of a model "
+                          f"with MoE layers (expert parallelism splits each layer's experts over ep_size ranks)")
     return recipe
 
 
