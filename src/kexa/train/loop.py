@@ -333,9 +333,9 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                 tokens_seen += step_tokens
                 dt = time.perf_counter() - t0
                 last_loss = ce
-                m = {"step": step, "loss": ce, "loss_total": total, "mtp": mtp, "balance": balance, "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens_seen,
-                     "tok_per_s": step_tokens / dt, "step_s": dt, "stage": stage, "skipped": not finite,
-                     **balance_metrics}
+                m = {"step": step, "loss": ce, "loss_total": total, "mtp": mtp, "balance": balance, "lr": lr,
+                     "grad_norm": float(grad_norm), "tokens": tokens_seen, "tok_per_s": step_tokens / dt,
+                     "step_s": dt, "stage": stage, "skipped": not finite, **balance_metrics}
                 last = step == tc.steps
                 if eval_set and (last or (tc.eval_every and step % tc.eval_every == 0)):
                     m |= evaluate(model, eval_set, device, tc.dtype, histogram=True)
