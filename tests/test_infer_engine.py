@@ -39,6 +39,25 @@ def test_greedy_ragged_batch_with_chunked_prefill_equals_full_forward(model):
     assert result.stats.new_tokens == 60 and result.stats.prompt_tokens == 50
 
 
+def test_compiled_decode_step_matches_eager_and_reuses_its_trace(model):
+    """Engine(compile=True): the inductor-compiled decode step (static shapes, per-assignment experts,
+    whole-buffer global attention) gives the eager engine's greedy tokens on a ragged batch with a
+    stop token, and a second request of another length in the same cache bucket compiles nothing new."""
+    from torch._dynamo.utils import counters
+
+    prompts = prompts_for([4, 19, 11], seed=3)
+    params = SamplingParams(max_new_tokens=24, **GREEDY)
+    want = Engine(model).generate(prompts, params)
+    stop = want.token_ids[1][5]
+    engine = Engine(model, compile=True)
+    got = engine.generate(prompts, params)
+    assert got.token_ids == want.token_ids and got.finish_reasons == want.finish_reasons
+    traced = counters["stats"]["unique_graphs"]
+    shorter = SamplingParams(max_new_tokens=9, stop_token_ids=(stop,), **GREEDY)
+    assert engine.generate(prompts, shorter).token_ids == Engine(model).generate(prompts, shorter).token_ids
+    assert counters["stats"]["unique_graphs"] == traced > 0
+
+
 def test_stop_tokens_end_one_row_and_not_the_others(model):
     prompts = prompts_for([6, 9], seed=1)
     engine = Engine(model)

@@ -67,7 +67,7 @@ class KVCache:
         self.config, self.batch_size, self.max_len = config, batch_size, max_len
         self.window = config.sliding_window
         self.dtype, self.device = dtype, torch.device(device)
-        include_mtp = config.has_mtp if include_mtp is None else include_mtp
+        self.include_mtp = include_mtp = config.has_mtp if include_mtp is None else include_mtp
         L, K, D = config.num_hidden_layers, config.num_key_value_heads, config.head_dim
         self.sliding = [config.is_sliding(i) for i in range(L)]
         if include_mtp:
@@ -153,7 +153,9 @@ class KVCache:
                 diff = q[:, :, None] - k_pos[:, None, :]  # (b, T, W + T): small
                 visible = (diff >= 0) & (diff < self.window) & (k_pos[:, None, :] >= 0)
             else:  # slot j holds position j: one bool compare, no (T, S) integer temporary at long context
-                S = int(q.max()) + 1  # slots 0..max position of this step
+                # slots 0..max position of this step; a compiled step attends over the whole buffer
+                # instead, keeping its shapes static (the engine sizes a compiled cache in buckets)
+                S = self.max_len if torch.compiler.is_compiling() else int(q.max()) + 1
                 visible = torch.arange(S, device=self.device)[None, None, :] <= q[:, :, None]  # (b, T, S)
             step["masks"][key] = visible[:, None]  # (b, 1, T, S)
         return step["masks"][key]
@@ -170,7 +172,7 @@ class KVCache:
         elif isinstance(n_keep, int):
             n_keep = torch.full((b,), n_keep, dtype=torch.long, device=self.device)
         n_keep = n_keep.to(self.device)
-        if ((n_keep < 0) | (n_keep > T)).any():
+        if not torch.compiler.is_compiling() and ((n_keep < 0) | (n_keep > T)).any():  # (a host sync)
             raise ValueError(f"n_keep must lie in [0, {T}], got {n_keep.tolist()}")
         touched = [g for g in self.groups if any(i in step["pending"] for i in g.layers)]
         for g in touched:

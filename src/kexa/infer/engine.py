@@ -19,6 +19,13 @@ Choices
 - Sampling is seeded through one torch.Generator per call: same seed, same batch -> same tokens.
 - MoE decode runs the model's grouped expert matmul (`torch._grouped_mm`): no Python loop over
   experts or tokens in a decode step.
+- `compile=True` (gpt-fast's recipe): the plain decode step — one token per row through every layer,
+  the cache update and the lm_head — is traced once by `torch.compile` (inductor, C++ wrapper), which
+  removes the per-op dispatch cost that dominates a small batch on CPU (docs/inference.md). The
+  trace needs static shapes, so a compiled engine keeps one cache, sized in powers of two, across
+  requests, and global layers attend over the whole buffer under the position mask. The first
+  request of a new (batch, cache size) pays the compilation (tens of seconds on a 2-core CPU);
+  prefill and speculative steps stay eager.
 
 Shape legend: b rows, T tokens, V vocabulary, C hidden.
 """
@@ -32,7 +39,7 @@ from typing import Iterator
 import torch
 
 from .cache import KVCache
-from .sampling import SamplingParams, sample, token_probs
+from .sampling import SamplingParams, next_token
 from .speculative import DraftState, mtp_draft, speculative_step
 
 
@@ -109,8 +116,11 @@ class Generation:
         return GenerationResult(self.token_ids, [r or "length" for r in self.finish_reasons], self.stats)
 
 
+COMPILE_OPTIONS = {"cpp_wrapper": True}  # inductor: a C++ wrapper calls the kernels, no Python per op
+
+
 class Engine:
-    def __init__(self, model, prefill_chunk: int = 512):
+    def __init__(self, model, prefill_chunk: int = 512, compile: bool = False):
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
         self.model = model.eval()
@@ -118,6 +128,28 @@ class Engine:
         self.prefill_chunk = prefill_chunk
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.compiled = compile
+        self._decode = (torch.compile(self._decode_logits, dynamic=False, options=COMPILE_OPTIONS)
+                        if compile else self._decode_logits)
+        self._cache: KVCache | None = None  # the compiled engine's reused cache
+
+    def _decode_logits(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache, keep: torch.Tensor) -> torch.Tensor:
+        """One plain decode step: token (b, 1) at positions pos (b, 1) -> next-token logits (b, V);
+        commits the token of the rows where keep (b,) is 1 (cache.begin was called)."""
+        logits = self.model(token, pos, cache=cache).logits[:, -1]
+        cache.commit(keep)
+        return logits
+
+    def _cache_for(self, batch: int, max_len: int, include_mtp: bool) -> KVCache:
+        if not self.compiled:
+            return KVCache(self.config, batch, max_len, dtype=self.dtype, device=self.device, include_mtp=include_mtp)
+        max_len = max(256, 1 << (max_len - 1).bit_length())  # a few sizes -> a few traces
+        c = self._cache
+        if c is None or (c.batch_size, c.max_len, c.include_mtp) != (batch, max_len, include_mtp):
+            c = self._cache = KVCache(self.config, batch, max_len, dtype=self.dtype, device=self.device,
+                                      include_mtp=include_mtp)
+        c.reset()
+        return c
 
     # ------------------------------------------------------------------ public API
     def generate(self, prompts: list[list[int]], params: SamplingParams, speculative: int = 0) -> GenerationResult:
@@ -157,7 +189,7 @@ class Engine:
         B = len(prompts)
         limit = [min(len(p) + params.max_new_tokens, cfg.max_position_embeddings) for p in prompts]
         # a finished row may sit k+1 positions past its limit and still feed k+1 tokens per step
-        cache = KVCache(cfg, B, max(limit) + 2 * k + 1, dtype=self.dtype, device=dev, include_mtp=k > 0)
+        cache = self._cache_for(B, max(limit) + 2 * k + 1, include_mtp=k > 0)
         gen = torch.Generator(device=dev)
         if params.seed is not None:
             gen.manual_seed(params.seed)
@@ -177,8 +209,7 @@ class Engine:
             logits, hidden = self._prefill(cache, rows, prompts[rows], keep_hidden=k > 0)
             last_logits.append(logits)
             last_hidden.append(hidden)
-        probs = token_probs(torch.cat(last_logits), params, seen)  # (b, V)
-        token = sample(probs, gen)  # (b,) first new token x_n
+        token = next_token(torch.cat(last_logits), params, seen, gen)  # (b,) first new token x_n
         state = None
         if k:
             state = self._first_draft(cache, prompts, runs, last_hidden, token, params, seen, gen)
@@ -201,9 +232,8 @@ class Engine:
             else:
                 pos = cache.lengths[:, None].clone()  # (b, 1)
                 cache.begin(pos)
-                logits = self.model(token[:, None], pos, cache=cache).logits[:, -1]  # (b, V)
-                cache.commit(active.long())
-                token = sample(token_probs(logits, params, seen), gen)
+                logits = self._decode(token[:, None], pos, cache, active.long())  # (b, V)
+                token = next_token(logits, params, seen, gen)
                 new, n_new = token[:, None], torch.ones(B, dtype=torch.long)
             stats.steps += 1
             if seen is not None:

@@ -86,3 +86,11 @@ def token_probs(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor
 def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row from probs (b, V) -> (b,) int64."""
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def next_token(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """Plain decoding's token per row (b,) from logits (b, V): the argmax when greedy (what sampling
+    the one-hot distribution returns, without a multinomial draw over V per step), else a sample."""
+    probs = token_probs(logits, params, seen)
+    return probs.argmax(-1) if params.greedy else sample(probs, generator)

@@ -96,6 +96,8 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor):
         """x (N, C), idx/weight (N, k) -> (N, C) and the per-expert token counts (E,)."""
+        if torch.compiler.is_compiling():
+            return self._per_assignment(x, idx, weight)
         N, k = idx.shape
         E = self.gate_up_proj.shape[0]
         flat = idx.reshape(-1)  # (N*k,)
@@ -108,6 +110,23 @@ class Experts(nn.Module):
         y = grouped_matmul(F.silu(gate) * up, self.down_proj, counts, offsets)  # (N*k, C)
         y = y.float() * weight.reshape(-1)[order, None]  # fp32 weighting and sum, cast once
         out = torch.zeros(N, x.shape[1], dtype=torch.float32, device=x.device).index_add_(0, token, y)
+        return out.to(x.dtype), counts
+
+    def _per_assignment(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor):
+        """The traced (torch.compile) form, meant for decode steps where N * k is small: every
+        (token, expert) assignment is a matrix-vector product written as multiply-and-sum over the
+        gathered expert rows. Shapes are static (no sort, no per-expert split) and inductor fuses the
+        gather into the reduction, so the k chosen experts' weights are read once and never copied.
+        (`torch._grouped_mm` cannot be traced in fp32 on CPU, and a grouped GEMM buys nothing at one
+        row per expert.) Same FLOPs as the grouped form; prefill, with large N, stays eager."""
+        E = self.gate_up_proj.shape[0]
+        w_gate_up, w_down = self.gate_up_proj.to(x.dtype), self.down_proj.to(x.dtype)
+        h = (w_gate_up[idx] * x[:, None, None, :]).sum(-1)  # (N, k, 2I, C) -> (N, k, 2I)
+        gate, up = h.chunk(2, dim=-1)
+        y = (w_down[idx] * (F.silu(gate) * up)[:, :, None, :]).sum(-1)  # (N, k, C, I) -> (N, k, C)
+        out = (y.float() * weight[..., None]).sum(1)  # fp32 weighting and sum, cast once
+        flat = idx.reshape(-1)
+        counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))
         return out.to(x.dtype), counts
 
 
