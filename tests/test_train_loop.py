@@ -110,6 +110,29 @@ def test_sigterm_then_resume_reproduces_the_uninterrupted_losses_bitwise(tmp_pat
     assert losses(tmp_path / "killed") == ref  # bitwise: floats from JSON compare exactly
 
 
+def test_compiled_blocks_train_like_eager(tmp_path, data):
+    """train.compile=true (torch.compile per decoder block, grouped expert GEMMs as custom ops, MTP
+    eager): the same losses as eager up to fused-kernel rounding, and the end-of-run evaluation
+    runs eagerly. One block kind (MoE + sliding) keeps this to a single trace; the compiled decode
+    test (test_infer_engine) traces every kind."""
+    r = recipe("train.steps=3")
+    cfg = r.model_config(data.vocab_size).replace(layer_types=["sliding_attention"] * 4, mlp_layer_types=["sparse"] * 4)
+
+    def run(name, *extra):
+        torch.manual_seed(0)
+        res = train(recipe("train.steps=3", *extra), tmp_path / name, data, model=KExaone(cfg), quiet=True)
+        return [m["loss"] for m in res.history], res
+
+    from torch._dynamo.utils import counters
+
+    want, _ = run("eager")
+    traced = counters["stats"]["unique_graphs"]
+    got, res = run("compiled", "train.compile=true")
+    assert counters["stats"]["unique_graphs"] > traced  # the blocks were traced
+    assert got == pytest.approx(want, rel=1e-4) and len(got) == 3
+    assert "val_loss" in res.history[-1]
+
+
 def test_resume_refuses_a_different_recipe_and_a_fresh_run_refuses_old_checkpoints(tmp_path, data):
     train(recipe("train.steps=3"), tmp_path / "r", data, quiet=True)
     with pytest.raises(RecipeError, match="optim.lr"):

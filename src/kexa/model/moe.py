@@ -10,8 +10,8 @@ Router, per token, in fp32 end to end (reference §3, DeepSeek-V3 §2.1.2):
     idx = topk(c, k);  w = s[idx] / sum(s[idx]) * routed_scaling_factor   (un-biased scores weigh)
 Experts are SwiGLU; their outputs are weighted, summed in fp32 and cast once (HF's grouped_mm
 numerics). Dropless: every (token, expert) assignment is computed — tokens are sorted by expert and
-each expert runs one matmul over all of its tokens (`torch._grouped_mm` when present, else one
-matmul per expert that received tokens). There is no capacity factor and no Python loop over tokens.
+each expert runs one matmul over all of its tokens (`torch._grouped_mm` when present, wrapped as a
+custom op so torch.compile can trace around it, else one matmul per expert that received tokens). There is no capacity factor and no Python loop over tokens.
 
 Sequence-level balance loss (DeepSeek-V3 eq. 17-20), per sequence of T tokens:
     f_i = E / (k T) * #tokens routed to i,   P_i = mean_t s_it / sum_j s_jt,   L = sum_i f_i P_i
@@ -70,12 +70,52 @@ class Router(nn.Module):
         return scores, idx, w * self.scale
 
 
+# `torch._grouped_mm` wrapped as custom ops: torch.compile treats them as opaque calls (its fake
+# kernel for _grouped_mm accepts bf16 only, so tracing the raw op fails in fp32) and the backward
+# below is two more grouped GEMMs, the formulas of _grouped_mm's own autograd.
+@torch.library.custom_op("kexa::grouped_mm", mutates_args=())
+def _grouped_mm_op(x: torch.Tensor, w: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """x (N, in) with rows sorted by expert, w (E, out, in), offsets (E,) cumulative row counts -> (N, out)."""
+    return torch._grouped_mm(x, w.transpose(-2, -1), offs=offsets)
+
+
+@_grouped_mm_op.register_fake
+def _(x, w, offsets):
+    return x.new_empty(x.shape[0], w.shape[1])
+
+
+@torch.library.custom_op("kexa::grouped_mm_weight_grad", mutates_args=())
+def _grouped_mm_weight_grad(grad: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """grad (N, out), x (N, in) -> (E, out, in): grad_e^T x_e for each expert's rows."""
+    return torch._grouped_mm(grad.t(), x, offs=offsets)
+
+
+@_grouped_mm_weight_grad.register_fake
+def _(grad, x, offsets, n_groups):
+    return grad.new_empty(n_groups, grad.shape[1], x.shape[1])
+
+
+def _grouped_mm_setup(ctx, inputs, output):
+    x, w, offsets = inputs
+    ctx.save_for_backward(x, w, offsets)
+
+
+def _grouped_mm_backward(ctx, grad):
+    x, w, offsets = ctx.saved_tensors
+    grad_x = _grouped_mm_op(grad, w.transpose(-2, -1).contiguous(), offsets)  # (N, in)
+    return grad_x, _grouped_mm_weight_grad(grad, x, offsets, w.shape[0]), None
+
+
+if HAS_GROUPED_MM:
+    _grouped_mm_op.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
+
+
 def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Rows of x sorted by expert; w (E, out, in). Returns x_e @ w_e^T for each expert's rows."""
     if w.dtype != x.dtype:  # autocast does not cover _grouped_mm: follow the activation dtype
         w = w.to(x.dtype)
     if HAS_GROUPED_MM and x.shape[0] > 0:
-        return torch._grouped_mm(x, w.transpose(-2, -1), offs=offsets)
+        return _grouped_mm_op(x, w, offsets)
     out = x.new_empty(x.shape[0], w.shape[1])
     start = 0
     for e, n in enumerate(counts.tolist()):  # fallback: one matmul per expert that has tokens
@@ -96,14 +136,14 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor):
         """x (N, C), idx/weight (N, k) -> (N, C) and the per-expert token counts (E,)."""
-        if torch.compiler.is_compiling():
-            return self._per_assignment(x, idx, weight)
         N, k = idx.shape
         E = self.gate_up_proj.shape[0]
+        if torch.compiler.is_compiling() and N * k <= E:  # a traced decode step
+            return self._per_assignment(x, idx, weight)
         flat = idx.reshape(-1)  # (N*k,)
         order = flat.argsort(stable=True)  # assignments grouped by expert
         token = order // k  # token of each sorted assignment
-        counts = torch.bincount(flat, minlength=E)  # (E,)
+        counts = expert_counts(flat, E)  # (E,)
         offsets = counts.cumsum(0).to(torch.int32)
         h = grouped_matmul(x[token], self.gate_up_proj, counts, offsets)  # (N*k, 2I)
         gate, up = h.chunk(2, dim=-1)
@@ -113,21 +153,25 @@ class Experts(nn.Module):
         return out.to(x.dtype), counts
 
     def _per_assignment(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor):
-        """The traced (torch.compile) form, meant for decode steps where N * k is small: every
+        """The traced (torch.compile) form for decode steps, where N * k <= E: every
         (token, expert) assignment is a matrix-vector product written as multiply-and-sum over the
         gathered expert rows. Shapes are static (no sort, no per-expert split) and inductor fuses the
         gather into the reduction, so the k chosen experts' weights are read once and never copied.
-        (`torch._grouped_mm` cannot be traced in fp32 on CPU, and a grouped GEMM buys nothing at one
-        row per expert.) Same FLOPs as the grouped form; prefill, with large N, stays eager."""
+        A grouped GEMM buys nothing at one row per expert; same FLOPs as the grouped form. Larger
+        traced batches (compiled training blocks) take the grouped path."""
         E = self.gate_up_proj.shape[0]
         w_gate_up, w_down = self.gate_up_proj.to(x.dtype), self.down_proj.to(x.dtype)
         h = (w_gate_up[idx] * x[:, None, None, :]).sum(-1)  # (N, k, 2I, C) -> (N, k, 2I)
         gate, up = h.chunk(2, dim=-1)
         y = (w_down[idx] * (F.silu(gate) * up)[:, :, None, :]).sum(-1)  # (N, k, C, I) -> (N, k, C)
         out = (y.float() * weight[..., None]).sum(1)  # fp32 weighting and sum, cast once
-        flat = idx.reshape(-1)
-        counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))
-        return out.to(x.dtype), counts
+        return out.to(x.dtype), expert_counts(idx.reshape(-1), E)
+
+
+def expert_counts(flat_idx: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """(E,) assignments per expert; bincount's output length depends on the data, so it is not traceable."""
+    return torch.zeros(n_experts, dtype=torch.long, device=flat_idx.device).index_add_(
+        0, flat_idx, torch.ones_like(flat_idx))
 
 
 class MoE(nn.Module):

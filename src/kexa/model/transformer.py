@@ -111,6 +111,16 @@ class KExaone(nn.Module):
                 normal_(module.gate_up_proj, std)
                 normal_(module.down_proj, out_std)
 
+    def compile_blocks(self) -> None:
+        """torch.compile every decoder block on its own, torchtitan's regional recipe: blocks of one
+        kind (dense / MoE x sliding / global) share a trace, so compilation costs a few traces, not
+        one per layer. Inductor fuses the norms, RoPE, SwiGLU gating and routing arithmetic around
+        the GEMMs, forward and backward (the grouped expert GEMMs are opaque custom ops, moe.py).
+        Embeddings, head, loss and the MTP block (one layer, on T-1 tokens: another trace for
+        little gain) stay eager. Used by `train.compile`."""
+        for layer in self.model.layers:
+            layer.compile()
+
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, cache=None,
                 num_logits_to_keep: int = 0, compute_mtp: bool | None = None,

@@ -167,6 +167,7 @@ def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None) -
 
 
 @torch.no_grad()
+@torch.compiler.set_stance("force_eager")  # a rare no-grad pass: not worth tracing compiled blocks again
 def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
              histogram: bool = False) -> dict[str, Any]:
     """Token-weighted held-out CE (overall and per source) and MaxVio_global over the whole pass;
@@ -244,6 +245,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     model.to(device)
     if tc.fp8:
         enable_fp8(model, device)
+    if tc.compile:
+        model.compile_blocks()
     model = parallel.parallelize(model, mesh, activation_checkpointing=tc.activation_checkpointing)
     model.train()
     optimizers = build_optimizers(model, recipe.optim)

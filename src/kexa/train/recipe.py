@@ -59,6 +59,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads set by the command (0: torch's default; 1 wins on a busy shared CPU)
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda"
     activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each decoder block (KExaone.compile_blocks); costs a one-time trace
     ep_size: int = 1  # expert-parallel group size under torchrun (1: FSDP2 data parallelism only)
     log_every: int = 1  # progress-bar refresh (metrics.jsonl gets every step)
     eval_every: int = 0  # 0: evaluate only at the end
@@ -110,7 +111,7 @@ class Recipe:
 
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": WSD, "balance": BalanceConfig, "train": TrainConfig}
 # may differ between a run and its resumption without changing the computation already done
-RESUMABLE_CHANGES = {"train.steps", "train.threads", "train.log_every", "train.eval_every", "train.save_every", "train.keep_last",
+RESUMABLE_CHANGES = {"train.steps", "train.threads", "train.compile", "train.log_every", "train.eval_every", "train.save_every", "train.keep_last",
                      "train.max_bad_steps", "train.plot", "data.cache_dir", "data.corpus", "data.tokenizer"}
 
 
