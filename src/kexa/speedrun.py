@@ -58,7 +58,7 @@ class SpeedrunConfig:
         # nano within the ~30-minute budget of an idle 2-core CPU: the nano recipes cut to 120
         # pre-training steps of 2,048 tokens (~5.5 s each: fwd+bwd 2.9 s, Muon's Newton-Schulz 2.5 s)
         # and one round per extension stage; `kexa pretrain --config configs/nano.toml` is the long run
-        return cls(REPO / "configs/nano.toml", REPO / "configs/extend_nano.toml",
+        return cls(REPO / "configs/nano.toml", REPO / "configs/extend_nano_256.toml",
                    recipe_overrides=["train.steps=120", "train.eval_every=40", "train.save_every=40",
                                      "train.threads=2"],
                    extend_overrides=["extend.max_rounds=1", "niah.samples=1", "niah.depths=[0.0, 0.5, 1.0]",

@@ -77,7 +77,7 @@ def load(args) -> tuple:
     if tok.vocab_size > model.config.vocab_size:
         raise UsageError(f"tokenizer in {tok_dir} has {tok.vocab_size} tokens but the model only "
                          f"{model.config.vocab_size}: they do not belong together")
-    return model, tok, Engine(model, compile=args.compile)
+    return model, tok, Engine(model, compile=getattr(args, "compile", False))  # `kexa eval niah` has no --compile
 
 
 def sampling_params(args, tok, model):
