@@ -11,7 +11,8 @@ Router, per token, in fp32 end to end (reference §3, DeepSeek-V3 §2.1.2):
 Experts are SwiGLU; their outputs are weighted, summed in fp32 and cast once (HF's grouped_mm
 numerics). Dropless: every (token, expert) assignment is computed — tokens are sorted by expert and
 each expert runs one matmul over all of its tokens (`torch._grouped_mm` when present, wrapped as a
-custom op so torch.compile can trace around it, else one matmul per expert that received tokens). There is no capacity factor and no Python loop over tokens.
+custom op so torch.compile can trace around it, else one matmul per expert that received tokens).
+There is no capacity factor and no Python loop over tokens.
 
 Sequence-level balance loss (DeepSeek-V3 eq. 17-20), per sequence of T tokens:
     f_i = E / (k T) * #tokens routed to i,   P_i = mean_t s_it / sum_j s_jt,   L = sum_i f_i P_i
@@ -102,7 +103,7 @@ def _grouped_mm_setup(ctx, inputs, output):
 
 def _grouped_mm_backward(ctx, grad):
     x, w, offsets = ctx.saved_tensors
-    grad_x = _grouped_mm_op(grad, w.transpose(-2, -1).contiguous(), offsets)  # (N, in)
+    grad_x = _grouped_mm_op(grad, w.transpose(-2, -1), offsets)  # (N, in); a view, no weight copy
     return grad_x, _grouped_mm_weight_grad(grad, x, offsets, w.shape[0]), None
 
 
