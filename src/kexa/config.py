@@ -66,7 +66,7 @@ class ModelConfig:
     routed_scaling_factor: float = 2.5
     # multi-token prediction: number of MTP blocks (K-EXAONE: 1 dense block); 0 disables it
     num_nextn_predict_layers: int = 1
-    mtp_layer_type: str = "full_attention"  # disputed between sources; reference §6 recommends full/NoPE
+    mtp_layer_type: str = "full_attention"  # the released config; sliding is marginally better (docs/inference.md)
     # head and embedding
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
