@@ -53,9 +53,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from kexa import KExaone
-    from kexa.data.loader import IGNORE, Curriculum, PackedLoader, Stage, heldout_batches
+    from kexa.data.loader import IGNORE, PackedLoader, heldout_batches
     from kexa.infer import Engine, SamplingParams
+    from kexa.model.transformer import cross_entropy
     from kexa.tokenizer import Tokenizer
+    from kexa.train.loop import curriculum
     from kexa.train.prepare import prepare_data
     from kexa.train.recipe import load_recipe
 
@@ -69,8 +71,7 @@ def main() -> None:
     if data.vocab_size != trained.config.vocab_size:
         raise SystemExit(f"recipe tokenizer has {data.vocab_size} tokens, model {trained.config.vocab_size}")
     dc = recipe.data
-    stages = recipe.curriculum or [Stage("main", 1.0, dc.weights or {n: 1.0 for n in data.train})]
-    loader = PackedLoader(data.train, dc.seq_len, dc.batch_size, Curriculum(stages, args.steps, list(data.train)),
+    loader = PackedLoader(data.train, dc.seq_len, dc.batch_size, curriculum(recipe, data.train, args.steps),
                           seed=args.seed)
     eval_set = heldout_batches(data.heldout, dc.seq_len, dc.batch_size, args.eval_batches)
 
@@ -99,8 +100,7 @@ def main() -> None:
 
     def mtp_ce(m, h, ids, labels) -> torch.Tensor:
         logits, _ = m.mtp_forward(h[:, :-1], ids[:, 1:])  # (B, T-1, V): token t+2
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                                 ignore_index=IGNORE)
+        return cross_entropy(logits, labels[:, 1:], IGNORE)
 
     print(f"model {args.model}: MTP blocks {TYPES} from seed {args.seed}, {args.steps} steps x "
           f"{dc.batch_size} x {dc.seq_len} tokens, AdamW lr {args.lr} (warmup 5%, linear decay), main model frozen")

@@ -168,6 +168,12 @@ def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None) -
 
 @torch.no_grad()
 @torch.compiler.set_stance("force_eager")  # a rare no-grad pass: not worth tracing compiled blocks again
+def curriculum(recipe: Recipe, sources: dict[str, TokenShards], steps: int) -> Curriculum:
+    """The recipe's curriculum over `steps`; without one, a single stage of data.weights (default uniform)."""
+    stages = recipe.curriculum or [Stage("main", 1.0, recipe.data.weights or {n: 1.0 for n in sources})]
+    return Curriculum(stages, steps, list(sources))
+
+
 def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
              histogram: bool = False) -> dict[str, Any]:
     """Token-weighted held-out CE (overall and per source) and MaxVio_global over the whole pass;
@@ -251,8 +257,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     model.train()
     optimizers = build_optimizers(model, recipe.optim)
     balancer = BiasBalancer(model, recipe.balance)
-    stages = recipe.curriculum or [Stage("main", 1.0, dc.weights or {n: 1.0 for n in data.train})]
-    loader = PackedLoader(data.train, dc.seq_len, dc.batch_size, Curriculum(stages, tc.steps, list(data.train)),
+    loader = PackedLoader(data.train, dc.seq_len, dc.batch_size, curriculum(recipe, data.train, tc.steps),
                           seed=tc.seed, rank=rank, world_size=world_size, micro_per_step=dc.grad_accum)
     eval_set = heldout_batches(data.heldout, dc.seq_len, dc.batch_size, dc.eval_batches, rank, world_size)
 
