@@ -298,3 +298,16 @@ def test_gradient_accumulation_matches_the_large_batch(tmp_path, data):
             assert abs(a[key] - b[key]) < 2e-6 * a[key], (key, a[key], b[key])
         # Muon and AdamW are invariant to the gradient's scale, so check the accumulated gradient itself
         assert abs(a["grad_norm"] - b["grad_norm"]) < 2e-6 * a["grad_norm"], (a["grad_norm"], b["grad_norm"])
+
+
+def test_evaluate_runs_without_autograd_and_restores_training_mode():
+    from kexa.config import ModelConfig
+    from kexa.train.loop import evaluate
+    model = KExaone(ModelConfig.preset("tiny")).train()
+    grad_seen = []
+    model.lm_head.register_forward_hook(lambda m, i, o: grad_seen.append(o.requires_grad))
+    x = torch.randint(0, 512, (2, 12))
+    y = torch.cat([x[:, 1:], torch.full((2, 1), -100)], dim=1)
+    out = evaluate(model, [("en", x, y)], torch.device("cpu"), "fp32")
+    assert grad_seen == [False]  # a held-out pass must not build an autograd graph
+    assert model.training and out["val_loss"] > 0

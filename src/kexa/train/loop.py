@@ -166,14 +166,14 @@ def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None) -
     return KExaone(recipe.model_config(data.vocab_size))
 
 
-@torch.no_grad()
-@torch.compiler.set_stance("force_eager")  # a rare no-grad pass: not worth tracing compiled blocks again
 def curriculum(recipe: Recipe, sources: dict[str, TokenShards], steps: int) -> Curriculum:
     """The recipe's curriculum over `steps`; without one, a single stage of data.weights (default uniform)."""
     stages = recipe.curriculum or [Stage("main", 1.0, recipe.data.weights or {n: 1.0 for n in sources})]
     return Curriculum(stages, steps, list(sources))
 
 
+@torch.no_grad()
+@torch.compiler.set_stance("force_eager")  # a rare no-grad pass: not worth tracing compiled blocks again
 def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
              histogram: bool = False) -> dict[str, Any]:
     """Token-weighted held-out CE (overall and per source) and MaxVio_global over the whole pass;
