@@ -8,6 +8,7 @@ Steps (each a `kexa` command in a subprocess, timed):
   1. `kexa pretrain --config PRETRAIN --run-dir OUT/pretrain --set train.steps=N` (short context;
      configs/nano_short.toml has synthetic retrieval in its mixture); skipped when OUT/pretrain/model
      exists, its training time then read from OUT/pretrain/metrics.jsonl
+     (`--pretrained RUN_DIR` instead: extend a finished run, e.g. one pre-trained in resumed pieces)
   2. `kexa extend --config EXTEND --run-dir OUT/extend --init-from OUT/pretrain/model`
      (its extend_log.jsonl holds the baseline NIAH over every stage length and the short-context
      loss, then per round: NIAH over the stage's lengths, short-context loss, gate decision)
@@ -81,6 +82,9 @@ def main() -> None:
     p.add_argument("--extend-config", default="configs/extend_nano.toml")
     p.add_argument("--pretrain-steps", type=int, default=240)
     p.add_argument("--out", default="runs/bench-context-extension")
+    p.add_argument("--pretrained", default=None, metavar="RUN_DIR",
+                   help="extend this finished `kexa pretrain` run (RUN_DIR/model) instead of pre-training in OUT/pretrain "
+                        "(e.g. runs/nano-induction, pre-trained in resumed pieces)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra `kexa extend --set` items")
     p.add_argument("--fresh", action="store_true", help="pre-train again even if OUT/pretrain/model exists")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table from OUT/extend")
@@ -89,22 +93,27 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     py = [sys.executable, "-m", "kexa.cli"]
     timings = {}
-    if args.fresh and (out / "pretrain").exists():
-        shutil.rmtree(out / "pretrain")
-    if not (out / "pretrain" / "model" / "config.json").exists():
-        shutil.rmtree(out / "pretrain", ignore_errors=True)
-        timings["pretrain_s"] = run(py + ["pretrain", "--config", args.pretrain_config, "--run-dir", str(out / "pretrain"),
+    pretrain = Path(args.pretrained).resolve() if args.pretrained else out / "pretrain"
+    if args.pretrained and not (pretrain / "model" / "config.json").exists():
+        sys.exit(f"--pretrained {args.pretrained}: no finished model in {pretrain / 'model'}")
+    if args.fresh and not args.pretrained and pretrain.exists():
+        shutil.rmtree(pretrain)
+    if not (pretrain / "model" / "config.json").exists():
+        shutil.rmtree(pretrain, ignore_errors=True)
+        timings["pretrain_s"] = run(py + ["pretrain", "--config", args.pretrain_config, "--run-dir", str(pretrain),
                                           "--quiet", "--set", f"train.steps={args.pretrain_steps}",
                                           "--set", "train.plot=false", "--set", "train.eval_every=0"],
                                   out / "pretrain.log")
     else:  # reused: the sum of its step times (the command's own wall time was not measured here)
-        steps = [json.loads(x) for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+        steps = [json.loads(x) for x in (pretrain / "metrics.jsonl").read_text().splitlines()]
+        steps = [m for m in steps if "step_s" in m]
         timings["pretrain_train_s"] = sum(m["step_s"] for m in steps)
+        args.pretrain_steps = max(m["step"] for m in steps)
     sets = [x for s in args.overrides for x in ("--set", s)]
     if not args.report_only:
         shutil.rmtree(out / "extend", ignore_errors=True)
         timings["extend_s"] = run(py + ["extend", "--config", args.extend_config, "--run-dir", str(out / "extend"),
-                                        "--init-from", str(out / "pretrain" / "model"), "--quiet", *sets],
+                                        "--init-from", str(pretrain / "model"), "--quiet", *sets],
                                   out / "extend.log")
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -118,7 +127,7 @@ def main() -> None:
               + "; per round: " + ", ".join(f"{r['stage']}#{r['round']} {r['seconds']:.0f}s "
                                             f"({r['tok_per_s']:.0f} train tok/s)" for r in rounds)]
     print("\n".join(lines))
-    summary = {"pretrain_config": args.pretrain_config, "extend_config": args.extend_config,
+    summary = {"pretrain_config": args.pretrain_config, "pretrained": args.pretrained, "extend_config": args.extend_config,
                "pretrain_steps": args.pretrain_steps, "overrides": args.overrides, **timings, **data, "log": log}
     (results / "context_extension.json").write_text(json.dumps(summary, indent=1))
     (results / "context_extension.md").write_text("\n".join(lines) + "\n")

@@ -58,6 +58,7 @@ def copy_probe(model, encode, haystack, length: int, n_lists: int, seed: int = 0
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=None, help="a kexa pretrain run folder: every checkpoint, then RUN/model")
+    ap.add_argument("--every", type=int, default=1, help="--run: only checkpoints whose step is a multiple of this")
     ap.add_argument("--models", nargs="*", default=[], help="model folders (instead of / besides --run)")
     ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: RUN/model or the first model)")
     ap.add_argument("--corpus", default="cache/corpus", help="corpus folder whose held-out split is the filler")
@@ -80,7 +81,8 @@ def main() -> None:
     if args.run:
         run = Path(args.run)
         ckpts = sorted((run / "checkpoints").glob("step_*/model"))
-        models += [(int(re.search(r"step_(\d+)", str(c)).group(1)), c) for c in ckpts]
+        steps = [(int(re.search(r"step_(\d+)", str(c)).group(1)), c) for c in ckpts]
+        models += [(step, c) for step, c in steps if step % args.every == 0]
         if (run / "model" / "config.json").exists():
             models.append(("final", run / "model"))
     models += [(str(m), Path(m)) for m in args.models]

@@ -1,34 +1,86 @@
-"""How fast does a freshly initialised model learn to copy? Two toy tasks, same model, same budget.
+"""How fast does a freshly initialised model learn to copy? Toy tasks, same model, same budget.
 
   offset     32 random tokens, then the same 32 again: every repeated token sits exactly 32
              positions back, so a RoPE (sliding-window) head can copy by *position* alone
   induction  random tokens with a list of 8-24 random tokens at a random place and again after a
              random gap: the source is found only by *content* (the token after the previous
              occurrence of the current one - an induction head, Olsson et al. 2022)
+  segments   the dense variant: T/2 random tokens cut into 4 segments, then the segments again in
+             a shuffled order - ~45% of all tokens are content-addressed copy targets (4x `induction`)
 
-Loss is on the repeated tokens only (after the first one of the repeat), in nats; chance is
-ln(vocabulary range) (5.99 for 400 token ids, 7.55 for 1900). The model is a `ModelConfig`
-preset without MTP, trained with AdamW. This separates "the model cannot copy" from "the model has
-not formed the content-addressed mechanism yet" when NIAH is 0 (docs/context_extension.md).
+Loss is on the repeated tokens only (after the first one of each repeat), in nats; chance is
+ln(vocabulary range) (5.99 for 400 token ids, 7.55 for 1900, ln(--vocab) for segments). The model is
+a `ModelConfig` preset without MTP (fields overridable with --set), or with --reference a textbook
+GPT-2-style transformer (learned positions, LayerNorm, GELU MLP; not kexa code) - the control that
+tells a kexa defect from a budget too small for the induction phase change. AdamW throughout. This
+separates "the model cannot copy" from "the model has not formed the content-addressed mechanism
+yet" when NIAH is 0 (docs/context_extension.md).
 
     .venv/bin/python benchmarks/induction_toy.py --task offset --steps 300
     .venv/bin/python benchmarks/induction_toy.py --task induction --steps 400 --lr 3e-3
+    .venv/bin/python benchmarks/induction_toy.py --task segments --vocab 64 --steps 600 --set num_hidden_layers=2 \
+        --set 'layer_types=["sliding_attention","sliding_attention"]' --set 'mlp_layer_types=["dense","dense"]' \
+        --set sliding_window=128
+    .venv/bin/python benchmarks/induction_toy.py --task segments --vocab 64 --reference --batch 32
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import time
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
-def batch(task: str, rng: random.Random, B: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+class ReferenceTransformer(nn.Module):
+    """A textbook pre-LN GPT-2-style decoder (learned absolute positions, LayerNorm, GELU MLP, MHA
+    with a fused qkv): the control model. (B, T) ids -> (B, T, vocab) logits."""
+
+    def __init__(self, vocab: int, max_len: int, layers: int = 2, dim: int = 256, heads: int = 8):
+        super().__init__()
+        self.heads = heads
+        self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(max_len, dim)
+        self.blocks = nn.ModuleList(nn.ModuleDict({
+            "ln1": nn.LayerNorm(dim), "qkv": nn.Linear(dim, 3 * dim, bias=False), "out": nn.Linear(dim, dim, bias=False),
+            "ln2": nn.LayerNorm(dim), "mlp": nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)),
+        }) for _ in range(layers))
+        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        B, T = ids.shape
+        h = self.tok(ids) + self.pos(torch.arange(T))  # (B, T, C)
+        for blk in self.blocks:
+            q, k, v = blk["qkv"](blk["ln1"](h)).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+            h = h + blk["out"](F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, -1))
+            h = h + blk["mlp"](blk["ln2"](h))
+        return self.head(self.ln(h))
+
+
+def batch(task: str, rng: random.Random, B: int, T: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     """input_ids, labels (B, T); labels are -100 except on the repeat's 2nd..last tokens."""
     xs, ys = [], []
     for _ in range(B):
+        if task == "segments":
+            lo, hi, half = 100, 100 + vocab, (T + 1) // 2
+            cuts = sorted(rng.sample(range(1, half), 3))
+            lst = [rng.randrange(lo, hi) for _ in range(half)]
+            segs = [lst[a:b] for a, b in zip([0] + cuts, cuts + [half])]
+            order = list(range(len(segs)))
+            while order == sorted(order):
+                rng.shuffle(order)
+            seq, lab = lst[:], [-100] * half
+            for i in order:
+                seq += segs[i]
+                lab += [-100] + segs[i][1:]
+            seq, lab = (seq + [lo] * (T + 1))[:T + 1], (lab + [-100] * (T + 1))[:T + 1]
+            xs.append(seq)
+            ys.append(lab)
+            continue
         if task == "offset":
             n, lo, hi = T // 2, 100, 500
             lst = [rng.randrange(lo, hi) for _ in range(n)]
@@ -55,14 +107,18 @@ def batch(task: str, rng: random.Random, B: int, T: int) -> tuple[torch.Tensor, 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--task", choices=["offset", "induction"], default="induction")
+    ap.add_argument("--task", choices=["offset", "induction", "segments"], default="induction")
+    ap.add_argument("--vocab", type=int, default=1900, help="segments: random ids drawn from this many")
     ap.add_argument("--preset", default="nano")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                    help="override a ModelConfig field, e.g. --set num_hidden_layers=2 (value parsed as JSON)")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=None, help="default 1e-3 (offset), 3e-3 (induction)")
     ap.add_argument("--batch", type=int, default=None, help="default 16 (offset), 8 (induction)")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--every", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reference", action="store_true", help="train the textbook 2-layer control instead of kexa")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     offset = args.task == "offset"
@@ -72,19 +128,31 @@ def main() -> None:
     from kexa import KExaone
     from kexa.config import ModelConfig
 
-    cfg = ModelConfig.preset(args.preset)
-    cfg.num_nextn_predict_layers = 0
+    fields = ModelConfig.preset(args.preset).__dict__ | {"num_nextn_predict_layers": 0}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        fields[name] = json.loads(value)
+    cfg = ModelConfig(**fields)
     torch.manual_seed(0)
-    model = KExaone(cfg)
+    T = 64 if offset else args.seq_len
+    if args.reference:
+        model, name = ReferenceTransformer(cfg.vocab_size, T), "reference 2-layer transformer"
+
+        def loss_of(x, y):
+            return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+    else:
+        model, name = KExaone(cfg), f"kexa {args.preset} {' '.join(args.set)}"
+
+        def loss_of(x, y):
+            return model.loss(model(x, compute_mtp=False), y, balance_coef=0.0)[0]
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     rng = random.Random(0)
-    T = 64 if offset else args.seq_len
-    chance = math.log(400 if offset else 1900)
-    print(f"{args.preset}, task {args.task}, {args.batch} x {T} tokens, AdamW lr {args.lr}; chance {chance:.2f} nats")
+    chance = math.log(400 if offset else args.vocab if args.task == "segments" else 1900)
+    print(f"{name}, task {args.task}, {args.batch} x {T} tokens, AdamW lr {args.lr}; chance {chance:.2f} nats")
     t0 = time.perf_counter()
     for step in range(args.steps + 1):
-        x, y = batch(args.task, rng, args.batch, T)
-        loss, _ = model.loss(model(x, compute_mtp=False), y, balance_coef=0.0)
+        x, y = batch(args.task, rng, args.batch, T, args.vocab)
+        loss = loss_of(x, y)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -24,6 +24,8 @@ def test_tiny_recipe_trains_end_to_end(tmp_path):
     assert last < 0.75 * first, (first, last)  # ln(1024) = 6.93 at init
     assert rows[-1]["val_loss"] < 0.8 * first
     assert [r["stage"] for r in rows][::50] == ["foundation", "domain"] and rows[-1]["stage"] == "reasoning"
+    last_checkpoint = run / "checkpoints" / "step_00000100" / "model"  # a complete model folder too
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert (run / "model" / name).exists(), name
+        assert (last_checkpoint / name).exists(), name
     assert (run / "training.png").stat().st_size > 10_000

@@ -2,7 +2,8 @@
 
     RUN/checkpoints/step_00000150/
         model/             model.save_pretrained(): config.json + safetensors (HF exaone_moe layout);
-                           the expert biases are model buffers, so they are in here
+                           the expert biases are model buffers, so they are in here; plus the
+                           tokenizer files when the run has a tokenizer (a complete model folder)
         train_state.pt     optimiser states, loader state, torch/python RNG, step and counters
         recipe.json        the recipe (compared on resume: `recipe.resume_mismatches`)
         manifest.json      written LAST: step, and the size + sha256 of every other file

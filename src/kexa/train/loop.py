@@ -275,7 +275,9 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
 
     def save(at: int) -> Path | None:
         state = {"loader": loader.state_dict(), "skipped": skipped, "tokens": tokens_seen}
-        return ckpt.save_checkpoint(run_dir, at, model, optimizers, state, recipe.to_dict(), tc.keep_last)
+        # with the tokenizer, every checkpoint's model/ is a complete model folder (eval, extend --init-from)
+        return ckpt.save_checkpoint(run_dir, at, model, optimizers, state, recipe.to_dict(), tc.keep_last,
+                                    tokenizer=data.tokenizer)
 
     bar = None
     if main and not quiet:
