@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,15 +77,28 @@ def table(log: list[dict], niah_dir: Path) -> tuple[list[str], dict]:
     return lines, {"rows": [dict(zip(keys, r)) for r in rows]}
 
 
+def pretrained_model(path: Path) -> tuple[Path, Path, float]:
+    """(model folder, its run folder, last step it saw) for --pretrained: a run folder (RUN/model, all
+    steps) or a checkpoint's model folder (RUN/checkpoints/step_N/model, steps up to N)."""
+    path = path.resolve()
+    if (path / "model" / "config.json").exists():
+        return path / "model", path, float("inf")
+    m = re.fullmatch(r"step_(\d+)", path.parent.name)
+    if (path / "config.json").exists() and m and (path.parents[2] / "metrics.jsonl").exists():
+        return path, path.parents[2], int(m.group(1))
+    sys.exit(f"--pretrained {path}: neither a finished run (RUN/model) nor a checkpoint's model folder "
+             "(RUN/checkpoints/step_N/model)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pretrain-config", default="configs/nano_short.toml")
     p.add_argument("--extend-config", default="configs/extend_nano.toml")
     p.add_argument("--pretrain-steps", type=int, default=240)
     p.add_argument("--out", default="runs/bench-context-extension")
-    p.add_argument("--pretrained", default=None, metavar="RUN_DIR",
-                   help="extend this finished `kexa pretrain` run (RUN_DIR/model) instead of pre-training in OUT/pretrain "
-                        "(e.g. runs/nano-induction, pre-trained in resumed pieces)")
+    p.add_argument("--pretrained", default=None, metavar="PATH",
+                   help="extend an existing `kexa pretrain` model instead of pre-training in OUT/pretrain: a run folder "
+                        "(its model/) or a checkpoint's model/ folder (e.g. runs/nano-induction, pre-trained in resumed pieces)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra `kexa extend --set` items")
     p.add_argument("--fresh", action="store_true", help="pre-train again even if OUT/pretrain/model exists")
     p.add_argument("--report-only", action="store_true", help="only rebuild the table from OUT/extend")
@@ -93,27 +107,30 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     py = [sys.executable, "-m", "kexa.cli"]
     timings = {}
-    pretrain = Path(args.pretrained).resolve() if args.pretrained else out / "pretrain"
-    if args.pretrained and not (pretrain / "model" / "config.json").exists():
-        sys.exit(f"--pretrained {args.pretrained}: no finished model in {pretrain / 'model'}")
-    if args.fresh and not args.pretrained and pretrain.exists():
-        shutil.rmtree(pretrain)
-    if not (pretrain / "model" / "config.json").exists():
-        shutil.rmtree(pretrain, ignore_errors=True)
-        timings["pretrain_s"] = run(py + ["pretrain", "--config", args.pretrain_config, "--run-dir", str(pretrain),
-                                          "--quiet", "--set", f"train.steps={args.pretrain_steps}",
-                                          "--set", "train.plot=false", "--set", "train.eval_every=0"],
-                                  out / "pretrain.log")
-    else:  # reused: the sum of its step times (the command's own wall time was not measured here)
-        steps = [json.loads(x) for x in (pretrain / "metrics.jsonl").read_text().splitlines()]
-        steps = [m for m in steps if "step_s" in m]
-        timings["pretrain_train_s"] = sum(m["step_s"] for m in steps)
+    if args.pretrained:
+        model_dir, run_dir, upto = pretrained_model(Path(args.pretrained))
+        steps = [m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+                 if "step_s" in m and m["step"] <= upto]
+        timings["pretrain_train_s"] = sum(m["step_s"] for m in steps)  # the pieces' step times
         args.pretrain_steps = max(m["step"] for m in steps)
+    else:
+        run_dir, model_dir = out / "pretrain", out / "pretrain" / "model"
+        if args.fresh and run_dir.exists():
+            shutil.rmtree(run_dir)
+        if not (model_dir / "config.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            timings["pretrain_s"] = run(py + ["pretrain", "--config", args.pretrain_config, "--run-dir", str(run_dir),
+                                              "--quiet", "--set", f"train.steps={args.pretrain_steps}",
+                                              "--set", "train.plot=false", "--set", "train.eval_every=0"],
+                                      out / "pretrain.log")
+        else:  # reused: the sum of its step times (the command's own wall time was not measured here)
+            steps = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            timings["pretrain_train_s"] = sum(m["step_s"] for m in steps)
     sets = [x for s in args.overrides for x in ("--set", s)]
     if not args.report_only:
         shutil.rmtree(out / "extend", ignore_errors=True)
         timings["extend_s"] = run(py + ["extend", "--config", args.extend_config, "--run-dir", str(out / "extend"),
-                                        "--init-from", str(pretrain / "model"), "--quiet", *sets],
+                                        "--init-from", str(model_dir), "--quiet", *sets],
                                   out / "extend.log")
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,10 @@ kexa.data.synthetic, never trained on) appears once inside held-out text and aga
 "repeat the list" line (six languages). A model that copies predicts the repeat almost for free;
 one that does not pays about what the first occurrence costs. Reported per checkpoint:
 mean token loss on the first occurrence, on the repeat, the gain (first - repeat, nats/token), and
-optionally NIAH at the same length (`--niah`: 5 depths x --samples haystacks, exact match + digits).
+optionally NIAH at the same length (`--niah`: 5 depths x --samples haystacks, exact match + digits)
+and the needle's *value preference*: over --lists NIAH prompts, how often the model gives the
+needle's value a lower loss than another held-out value (0.5 = no lookup, 1.0 = always the right
+one), with both mean losses - graded evidence of key-value retrieval before exact match moves.
 
     .venv/bin/python benchmarks/induction_probe.py --run runs/nano-short --length 128 --niah
     .venv/bin/python benchmarks/induction_probe.py --models runs/a/model runs/b/model --tokenizer runs/a/model
@@ -55,6 +58,33 @@ def copy_probe(model, encode, haystack, length: int, n_lists: int, seed: int = 0
             "gain": float(np.mean(first) - np.mean(repeat))}
 
 
+def value_preference(model, encode, haystack, length: int, n_cases: int, seed: int = 0) -> dict:
+    """NIAH prompts at `length` (5 depths, six languages): per-token NLL of the needle's value as the
+    answer vs of another held-out value; the share of cases where the needle's value wins."""
+    from kexa.data.synthetic import TEMPLATES
+    from kexa.eval.niah import CaseBuilder, NiahConfig
+
+    builder = CaseBuilder(encode, haystack, NiahConfig(lengths=[length]))
+    rng, langs, depths = random.Random(seed), list(TEMPLATES), [0.0, 0.25, 0.5, 0.75, 1.0]
+
+    def answer_nll(prompt: list[int], answer: list[int]) -> float:
+        ids = torch.tensor(prompt + answer)[None]  # (1, P + A)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids, compute_mtp=False).logits[0].float(), -1)
+        return -logp[len(prompt) - 1:-1].gather(1, ids[0, len(prompt):, None]).mean().item()
+
+    true, other = [], []
+    for i in range(n_cases):
+        case = builder.build(rng, length, depths[i % len(depths)], langs[i % len(langs)])
+        decoy = case.value
+        while decoy == case.value:
+            decoy = builder.vocab.value(rng)
+        true.append(answer_nll(case.prompt, encode(" " + case.value)))
+        other.append(answer_nll(case.prompt, encode(" " + decoy)))
+    return {"value_nll": float(np.mean(true)), "decoy_nll": float(np.mean(other)),
+            "value_preferred": float(np.mean(np.array(true) < np.array(other)))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=None, help="a kexa pretrain run folder: every checkpoint, then RUN/model")
@@ -95,7 +125,7 @@ def main() -> None:
 
     print(f"copy probe at {args.length} tokens, {args.lists} held-out lists of 4-6 keys; loss in nats/token"
           + (f"; NIAH@{args.length} 5 depths x {args.samples}" if args.niah else ""))
-    print(f"{'checkpoint':>12}{'first':>8}{'repeat':>8}{'gain':>8}" + (f"{'NIAH':>7}{'digits':>8}" if args.niah else ""))
+    print(f"{'checkpoint':>12}{'first':>8}{'repeat':>8}{'gain':>8}" + (f"{'NIAH':>7}{'digits':>8}{'pref':>7}" if args.niah else ""))
     rows = []
     for step, folder in models:
         model = KExaone.from_pretrained(folder).eval()
@@ -106,7 +136,8 @@ def main() -> None:
             res = evaluate_niah(model, tok, cfg, haystack=haystack, source=f"held-out corpus {args.corpus}")
             row["niah"] = res["accuracy"][str(args.length)]
             row["niah_digits"] = res["digit_accuracy"][str(args.length)]
-            line += f"{row['niah']:>7.2f}{row['niah_digits']:>8.3f}"
+            row |= value_preference(model, tok.encode, haystack, args.length, args.lists)
+            line += f"{row['niah']:>7.2f}{row['niah_digits']:>8.3f}{row['value_preferred']:>7.2f}"
         print(line, flush=True)
         rows.append(row)
     if args.json:
