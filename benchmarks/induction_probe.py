@@ -28,6 +28,14 @@ import numpy as np
 import torch
 
 
+def next_token_nll(model, ids: list[int]) -> torch.Tensor:
+    """(len(ids) - 1,) nll[t] = the model's loss on token t + 1 given ids[:t + 1]."""
+    x = torch.tensor(ids)[None]  # (1, T)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(x, compute_mtp=False).logits[0].float(), -1)  # (T, V)
+    return -logp[:-1].gather(1, x[0, 1:, None])[:, 0]
+
+
 def copy_probe(model, encode, haystack, length: int, n_lists: int, seed: int = 0) -> dict:
     """Mean token NLL of a key list's first occurrence and of its repeat, over n_lists prompts of
     exactly `length` tokens: held-out filler, the list on its own line at a random point in the first
@@ -47,10 +55,7 @@ def copy_probe(model, encode, haystack, length: int, n_lists: int, seed: int = 0
             raise ValueError(f"length {length} is too short for a {len(head) + len(tail)}-token copy probe")
         filler = haystack.span(rng, room)
         cut = rng.randint(0, room // 2)
-        ids = torch.tensor(filler[:cut] + head + filler[cut:] + tail)[None]  # (1, length)
-        with torch.no_grad():
-            logp = torch.log_softmax(model(ids, compute_mtp=False).logits[0].float(), -1)  # (length, V)
-        nll = -logp[:-1].gather(1, ids[0, 1:, None])[:, 0]  # nll[t] = loss of token t+1
+        nll = next_token_nll(model, filler[:cut] + head + filler[cut:] + tail)  # (length - 1,)
         # both occurrences from their second token on (the first carries the newline in `head`)
         first.append(nll[cut:cut + len(head) - 1].mean().item())
         repeat.append(nll[length - len(lst):].mean().item())
@@ -67,11 +72,8 @@ def value_preference(model, encode, haystack, length: int, n_cases: int, seed: i
     builder = CaseBuilder(encode, haystack, NiahConfig(lengths=[length]))
     rng, langs, depths = random.Random(seed), list(TEMPLATES), [0.0, 0.25, 0.5, 0.75, 1.0]
 
-    def answer_nll(prompt: list[int], answer: list[int]) -> float:
-        ids = torch.tensor(prompt + answer)[None]  # (1, P + A)
-        with torch.no_grad():
-            logp = torch.log_softmax(model(ids, compute_mtp=False).logits[0].float(), -1)
-        return -logp[len(prompt) - 1:-1].gather(1, ids[0, len(prompt):, None]).mean().item()
+    def answer_nll(prompt: list[int], answer: list[int]) -> float:  # mean over the answer's tokens
+        return next_token_nll(model, prompt + answer)[len(prompt) - 1:].mean().item()
 
     true, other = [], []
     for i in range(n_cases):

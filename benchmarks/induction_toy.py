@@ -27,7 +27,6 @@ yet" when NIAH is 0 (docs/context_extension.md).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import time
@@ -61,44 +60,45 @@ class ReferenceTransformer(nn.Module):
         return self.head(self.ln(h))
 
 
+def example(task: str, rng: random.Random, T: int, vocab: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """T + 1 token ids and the repeats in them as (start, length): the copy targets are each repeat's
+    2nd..last tokens (its first is unpredictable)."""
+    if task == "offset":
+        n, lo, hi = T // 2, 100, 500
+        lst = [rng.randrange(lo, hi) for _ in range(n)]
+        return lst + lst + [rng.randrange(lo, hi)], [(n, n)]  # the repeat starts at n
+    if task == "segments":
+        lo, half = 100, (T + 1) // 2
+        cuts = sorted(rng.sample(range(1, half), 3))
+        lst = [rng.randrange(lo, lo + vocab) for _ in range(half)]
+        segs = list(zip([0] + cuts, cuts + [half]))  # 4 segments of lst as (start, end)
+        order = list(range(len(segs)))
+        while order == sorted(order):  # the identity order would be copyable by position
+            rng.shuffle(order)
+        seq, repeats = lst[:], []
+        for a, b in (segs[i] for i in order):
+            repeats.append((len(seq), b - a))
+            seq += lst[a:b]
+        return seq + [lo] * (T + 1 - len(seq)), repeats
+    lo, hi = 100, 2000
+    n = rng.randint(8, 24)
+    gap = rng.randint(0, T - 2 * n - 1)
+    pre = rng.randint(0, T - 2 * n - gap)
+    lst = [rng.randrange(lo, hi) for _ in range(n)]
+    noise = [rng.randrange(lo, hi) for _ in range(T + 1)]
+    seq = noise[:pre] + lst + noise[pre:pre + gap] + lst
+    return seq + noise[len(seq):], [(pre + n + gap, n)]
+
+
 def batch(task: str, rng: random.Random, B: int, T: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids, labels (B, T); labels are -100 except on the repeat's 2nd..last tokens."""
+    """input_ids, labels (B, T); labels are -100 except on the copy targets."""
     xs, ys = [], []
     for _ in range(B):
-        if task == "segments":
-            lo, hi, half = 100, 100 + vocab, (T + 1) // 2
-            cuts = sorted(rng.sample(range(1, half), 3))
-            lst = [rng.randrange(lo, hi) for _ in range(half)]
-            segs = [lst[a:b] for a, b in zip([0] + cuts, cuts + [half])]
-            order = list(range(len(segs)))
-            while order == sorted(order):
-                rng.shuffle(order)
-            seq, lab = lst[:], [-100] * half
-            for i in order:
-                seq += segs[i]
-                lab += [-100] + segs[i][1:]
-            seq, lab = (seq + [lo] * (T + 1))[:T + 1], (lab + [-100] * (T + 1))[:T + 1]
-            xs.append(seq)
-            ys.append(lab)
-            continue
-        if task == "offset":
-            n, lo, hi = T // 2, 100, 500
-            lst = [rng.randrange(lo, hi) for _ in range(n)]
-            seq, start = lst + lst + [rng.randrange(lo, hi)], n  # the repeat starts at n; T + 1 tokens
-        else:
-            lo, hi = 100, 2000
-            n = rng.randint(8, 24)
-            gap = rng.randint(0, T - 2 * n - 1)
-            pre = rng.randint(0, T - 2 * n - gap)
-            lst = [rng.randrange(lo, hi) for _ in range(n)]
-            noise = [rng.randrange(lo, hi) for _ in range(T + 1)]
-            seq = noise[:pre] + lst + noise[pre:pre + gap] + lst
-            start = pre + n + gap
-            seq += noise[len(seq):]
-        seq = seq[:T + 1]
-        lab = [-100] * (T + 1)
-        for i in range(start + 1, min(start + n, T + 1)):
-            lab[i] = seq[i]
+        seq, repeats = example(task, rng, T, vocab)
+        seq, lab = seq[:T + 1], [-100] * (T + 1)
+        for start, n in repeats:
+            for i in range(start + 1, min(start + n, T + 1)):
+                lab[i] = seq[i]
         xs.append(seq)
         ys.append(lab)
     x, y = torch.tensor(xs), torch.tensor(ys)
@@ -110,8 +110,8 @@ def main() -> None:
     ap.add_argument("--task", choices=["offset", "induction", "segments"], default="induction")
     ap.add_argument("--vocab", type=int, default=1900, help="segments: random ids drawn from this many")
     ap.add_argument("--preset", default="nano")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                    help="override a ModelConfig field, e.g. --set num_hidden_layers=2 (value parsed as JSON)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a ModelConfig field as a recipe's [model] does, e.g. --set num_hidden_layers=2")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=None, help="default 1e-3 (offset), 3e-3 (induction)")
     ap.add_argument("--batch", type=int, default=None, help="default 16 (offset), 8 (induction)")
@@ -126,25 +126,17 @@ def main() -> None:
     args.batch = args.batch or (16 if offset else 8)
 
     from kexa import KExaone
-    from kexa.config import ModelConfig
+    from kexa.model.transformer import cross_entropy
+    from kexa.train.recipe import load_recipe
 
-    fields = ModelConfig.preset(args.preset).__dict__ | {"num_nextn_predict_layers": 0}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        fields[name] = json.loads(value)
-    cfg = ModelConfig(**fields)
+    cfg = load_recipe(None, [f"model.preset={args.preset!r}", "model.num_nextn_predict_layers=0",
+                             *(f"model.{item}" for item in args.set)]).model_config()
     torch.manual_seed(0)
     T = 64 if offset else args.seq_len
     if args.reference:
         model, name = ReferenceTransformer(cfg.vocab_size, T), "reference 2-layer transformer"
-
-        def loss_of(x, y):
-            return F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
     else:
         model, name = KExaone(cfg), f"kexa {args.preset} {' '.join(args.set)}"
-
-        def loss_of(x, y):
-            return model.loss(model(x, compute_mtp=False), y, balance_coef=0.0)[0]
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     rng = random.Random(0)
     chance = math.log(400 if offset else args.vocab if args.task == "segments" else 1900)
@@ -152,7 +144,8 @@ def main() -> None:
     t0 = time.perf_counter()
     for step in range(args.steps + 1):
         x, y = batch(args.task, rng, args.batch, T, args.vocab)
-        loss = loss_of(x, y)
+        logits = model(x) if args.reference else model(x, compute_mtp=False).logits
+        loss = cross_entropy(logits, y)  # the repeat tokens only (labels -100 elsewhere)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
