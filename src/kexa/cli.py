@@ -21,6 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("kexa.infer.chat", "interactive chat with the chat template, reasoning on/off, streaming"),
     "eval": ("kexa.eval.cli", "evaluate a model folder: niah (needle in a haystack, lengths x depths, heat map)"),
     "extend": ("kexa.train.extend", "staged context extension gated by NIAH and short-context loss"),
+    "sft": ("kexa.train.sft", "supervised fine-tuning on chat data: reasoning on/off, packed, assistant-only loss, LoRA"),
+    "rl": ("kexa.train.rl", "RL with verifiable rewards (AGAPO): batched rollouts, truncated IS, frozen router"),
+    "serve": ("kexa.serve.cli", "OpenAI-compatible HTTP server with continuous batching and a chat page"),
+    "export": ("kexa.train.export", "export a training checkpoint as a servable HF folder (bf16, generation_config)"),
+    "plan": ("kexa.train.plan", "memory plan of a recipe per GPU under its FSDP x EP layout (meta device)"),
     "speedrun": ("kexa.speedrun", "the whole recipe at nano scale (--quick: tiny) and its report card"),
     "report": ("kexa.report", "regenerate a speedrun's report.md and plots from its logs"),
 }
