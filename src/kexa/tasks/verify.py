@@ -1,0 +1,73 @@
+"""Answer checkers shared by the task families.
+
+Math answers go through `math-verify` (parse both sides, `verify(gold, pred)`), not string comparison:
+"1,234", "1234.0", "\\frac{1}{2}" and "0.5" compare as numbers. math-verify bounds its own work with
+SIGALRM, which Python allows only in the main thread; an RL rollout worker or a server thread would
+crash on it. Off the main thread its timeouts are therefore switched off (`parsing_timeout=None`,
+`timeout_seconds=None`) and the bound is ours: the reply is cut to its last `MAX_CHARS` characters
+and the check runs in a helper thread that is abandoned (scored 0) after `TIMEOUT_S`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from math_verify import parse, verify
+
+MAX_CHARS = 400  # a final answer is short; longer replies are judged on their tail
+TIMEOUT_S = 5.0
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _clean_math(text: str) -> str:
+    # math-verify does not read the Unicode minus or the multiplication/division signs
+    return text.replace("\u2212", "-").replace("×", "*").replace("÷", "/")[-MAX_CHARS:]
+
+
+def _math_equal_unbounded(gold: str, pred: str, main: bool) -> bool:
+    kw_parse = {} if main else {"parsing_timeout": None}
+    kw_verify = {} if main else {"timeout_seconds": None}
+    g = parse(gold, **kw_parse)
+    p = parse(_clean_math(pred), **kw_parse)
+    return bool(g) and bool(p) and bool(verify(g, p, **kw_verify))
+
+
+def math_equal(gold: str, pred: str) -> bool:
+    """True if `pred`'s (last) mathematical answer equals `gold`, by math-verify; safe in any thread."""
+    if threading.current_thread() is threading.main_thread():
+        return _math_equal_unbounded(gold, pred, main=True)
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kexa-math-verify")
+    future = _pool.submit(_math_equal_unbounded, gold, pred, False)
+    try:
+        return future.result(timeout=TIMEOUT_S)
+    except FutureTimeout:
+        return False
+
+
+_INT = re.compile(r"(?<![\d.])[-\u2212]?\d+(?![\d.])")
+
+
+def integers(text: str) -> list[int]:
+    """Every integer written in `text`, in order (a Unicode minus counts as a sign)."""
+    return [int(s.replace("\u2212", "-")) for s in _INT.findall(text)]
+
+
+_QUOTES = "\"'`“”‘’«»「」『』„‚"
+
+
+def plain(text: str) -> str:
+    """A short answer without decoration: NFC, stripped of surrounding quotes/backticks/bold and a
+    final full stop."""
+    s = unicodedata.normalize("NFC", text).strip()
+    for _ in range(3):
+        s = s.strip().strip("*").strip(_QUOTES).strip()
+        s = re.sub(r"[.。!！]+$", "", s)
+    return s

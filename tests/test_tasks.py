@@ -1,0 +1,126 @@
+"""kexa.tasks: every verifier accepts its own reference and rejects a corrupted one (every task, tier,
+language, both modes); splits are disjoint; sampling is deterministic; the SFT conversation renders
+the reference reply through the chat template."""
+
+import random
+import threading
+
+import pytest
+
+import kexa.tasks as T
+from kexa.tasks.base import split_of
+from kexa.tokenizer.chat import render, render_with_spans
+
+CASES = [(name, tier, lang) for name in T.names() for tier in T.get(name).tiers for lang in T.LANGS]
+SEEDS_PER_CASE = 4
+
+
+def _draws(name, tier, lang, split="train", n=SEEDS_PER_CASE):
+    task = T.get(name)
+    if name == "lookup" and tier >= 3:  # long contexts: one draw is enough
+        n = 1
+    rng = random.Random(f"{name}/{tier}/{lang}/{split}")
+    return task, [task.sample(rng, lang=lang, tier=tier, split=split) for _ in range(n)]
+
+
+def test_registry_interface():
+    assert {"arith", "lookup", "sorting"} <= set(T.names())
+    for name in T.names():
+        task = T.get(name)
+        assert 1 in task.tiers and set(T.LANGS) <= set(task.langs)
+    with pytest.raises(KeyError, match="unknown task 'nope'; known tasks: "):
+        T.get("nope")
+    with pytest.raises(ValueError, match="tier must be one of"):
+        T.get("arith").sample(random.Random(0), tier=99)
+    with pytest.raises(ValueError, match="lang must be one of"):
+        T.get("arith").sample(random.Random(0), lang="fr")
+
+
+@pytest.mark.parametrize("name,tier,lang", CASES)
+def test_reference_scores_one_and_corruption_zero(name, tier, lang):
+    for split in ("train", "heldout"):
+        task, exs = _draws(name, tier, lang, split, n=SEEDS_PER_CASE if split == "train" else 1)
+        rng = random.Random(0)
+        for ex in exs:
+            assert isinstance(ex, T.Example) and isinstance(ex.answer, str) and ex.reasoning.strip()
+            assert ex.meta["task"] == name and ex.meta["lang"] == lang and ex.meta["split"] == split
+            assert ex.messages and ex.messages[-1]["role"] in ("user", "tool")
+            assert task.reward(ex, ex.reference(reasoning=True)) == 1.0, (ex.messages, ex.answer)
+            assert task.reward(ex, ex.reference(reasoning=False)) == 1.0
+            assert task.reward(ex, ex.answer) == 1.0  # no think block at all: the whole reply is the answer
+            wrong = task.corrupt(ex, rng)
+            assert wrong != ex.answer
+            assert task.reward(ex, f"<think>\n{ex.reasoning}\n</think>\n\n{wrong}") == 0.0, (ex.answer, wrong)
+            # the right answer only inside the think block is not an answer
+            assert task.reward(ex, f"<think>\n{ex.answer}\n</think>\n\n") == 0.0
+            assert task.reward(ex, f"<think>\n{ex.answer}") == 0.0
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_deterministic_by_seed(name):
+    a = list(T.examples(name, 20, seed=7, tiers=T.get(name).tiers[:2]))
+    b = list(T.examples(name, 20, seed=7, tiers=T.get(name).tiers[:2]))
+    c = list(T.examples(name, 20, seed=8, tiers=T.get(name).tiers[:2]))
+    assert a == b
+    assert [x.messages for x in a] != [x.messages for x in c]
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_train_and_heldout_disjoint(name):
+    train = {ex.meta["key"] for ex in T.examples(name, 300, seed=1, split="train")}
+    held = {ex.meta["key"] for ex in T.examples(name, 100, seed=1, split="heldout")}
+    assert not train & held
+    assert all(split_of(k) == "train" for k in train) and all(split_of(k) == "heldout" for k in held)
+    assert len(held) > 20  # the held-out split is not degenerate
+
+
+def test_arith_tier1_is_two_digit_addition_with_carry_and_splits_partition_it():
+    exs = list(T.examples("arith", 200, seed=3, split="heldout"))
+    for ex in exs:
+        a, b = ex.meta["a"], ex.meta["b"]
+        assert 10 <= a <= 99 and 10 <= b <= 99 and a % 10 + b % 10 >= 10 and ex.answer == str(a + b)
+    # the problem identity ignores operand order: 38 + 57 and 57 + 38 land in the same split
+    for ex in exs:
+        a, b = ex.meta["a"], ex.meta["b"]
+        assert split_of(f"arith+{min(a, b)},{max(a, b)}") == "heldout"
+
+
+def test_lookup_heldout_keys_never_appear_in_training_contexts():
+    held = {ex.meta["asked"] for ex in T.examples("lookup", 60, seed=2, split="heldout")}
+    for ex in T.examples("lookup", 60, seed=2, split="train"):
+        words = set(ex.messages[0]["content"].replace("\n", " ").replace("|", " ").split())
+        assert not held & words
+
+
+def test_lookup_scales_to_long_contexts():
+    task = T.get("lookup")
+    ex = task.sample(random.Random(0), lang="en", tier=max(task.tiers))
+    assert ex.meta["pairs"] == 1024 and ex.messages[0]["content"].count("\n") > 1024
+    # naming every value of the context is not an answer
+    assert task.reward(ex, ex.answer + ", " + ", ".join(map(str, ex.meta["others"][:3]))) == 0.0
+
+
+@pytest.mark.parametrize("name", T.names())
+def test_conversation_renders_reference_reply_in_both_modes(name):
+    ex = T.get(name).sample(random.Random(5), lang="ja", tier=1)
+    for reasoning in (True, False):
+        conv = ex.conversation(reasoning=reasoning)
+        text, spans = render_with_spans(conv, tools=ex.tools, enable_thinking=reasoning)
+        prompt = render(ex.messages, tools=ex.tools, enable_thinking=reasoning, add_generation_prompt=True)
+        assert text.startswith(prompt)
+        generated = text[spans[0][0]:spans[0][1]]
+        assert generated.endswith("<|endofturn|>") and text[len(prompt):].startswith(generated)
+        # the assistant turn (generation prompt + generated text) is exactly the reference reply
+        turn = text[len(render(ex.messages, tools=ex.tools)) + len("<|assistant|>\n"):]
+        assert turn.split("<|endofturn|>")[0] == ex.reference(reasoning)
+        assert T.get(name).reward(ex, generated) == 1.0
+
+
+def test_math_verify_is_safe_off_the_main_thread():
+    task = T.get("arith")
+    ex = task.sample(random.Random(0), lang="en", tier=2)
+    out = []
+    t = threading.Thread(target=lambda: out.append((task.reward(ex, ex.reference()), task.reward(ex, "1"))))
+    t.start()
+    t.join()
+    assert out == [(1.0, 0.0)]
