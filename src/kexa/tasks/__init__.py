@@ -30,11 +30,13 @@ import random
 from collections.abc import Iterator
 
 from .arith import Arith
+from .convert import Convert
 from .base import LANGS, SPLITS, Example, Task, split_of
 from .lookup import Lookup
 from .sorting import Sorting
+from .strings import Strings
 
-_REGISTRY: dict[str, Task] = {t.name: t for t in (Arith(), Lookup(), Sorting())}
+_REGISTRY: dict[str, Task] = {t.name: t for t in (Arith(), Lookup(), Sorting(), Strings(), Convert())}
 
 
 def names() -> list[str]:

@@ -14,6 +14,12 @@ _RIEUL_DIGITS = {"1", "7", "8"}  # 일 칠 팔 end in ㄹ: they take 로, not �
 
 def josa(word: str, particle: str) -> str:
     """`word` + the form of `particle` that agrees with its last sound: josa("12", "을") -> "12를"."""
+    return word + particle_for(word, particle)
+
+
+def particle_for(word: str, particle: str) -> str:
+    """The form of a Korean particle that agrees with the last sound of `word` (digits read in
+    Sino-Korean, Latin letters by their names)."""
     with_consonant, with_vowel = _JOSA[particle]
     last = str(word).rstrip()[-1]
     if last.isdigit():
@@ -26,8 +32,8 @@ def josa(word: str, particle: str) -> str:
         batchim = last.lower() in "lmnr"
         rieul = last.lower() in "lr"
     if particle in ("으로", "로"):
-        return word + ("로" if (not batchim or rieul) else "으로")
-    return word + (with_consonant if batchim else with_vowel)
+        return "로" if (not batchim or rieul) else "으로"
+    return with_consonant if batchim else with_vowel
 
 
 # LANGUAGE_NAMES[writer][language]: how a prompt written in `writer` names `language`
