@@ -33,10 +33,12 @@ from .arith import Arith
 from .convert import Convert
 from .base import LANGS, SPLITS, Example, Task, split_of
 from .lookup import Lookup
+from .math_problems import MathProblems
 from .sorting import Sorting
 from .strings import Strings
+from .word import Word
 
-_REGISTRY: dict[str, Task] = {t.name: t for t in (Arith(), Lookup(), Sorting(), Strings(), Convert())}
+_REGISTRY: dict[str, Task] = {t.name: t for t in (Arith(), Lookup(), Sorting(), Strings(), Convert(), Word(), MathProblems())}
 
 
 def names() -> list[str]:
