@@ -2,6 +2,7 @@
 language, both modes); splits are disjoint; sampling is deterministic; the SFT conversation renders
 the reference reply through the chat template."""
 
+import json
 import random
 import threading
 
@@ -124,3 +125,60 @@ def test_math_verify_is_safe_off_the_main_thread():
     t.start()
     t.join()
     assert out == [(1.0, 0.0)]
+
+
+def test_instruct_rules():
+    from kexa.tasks.instruct import SENTENCES, detect_language, list_items
+
+    for topic in SENTENCES.values():  # every reference sentence is identified as its language
+        for lang, sentences in topic.items():
+            assert all(detect_language(s) == lang for s in sentences), (lang, sentences)
+    assert list_items("1. apple\n2. pear\n- fig") == ["apple", "pear", "fig"]
+    task, rng = T.get("instruct"), random.Random(0)
+    seen = set()
+    while len(seen) < 5:
+        ex = task.sample(rng, lang="en", tier=rng.choice([1, 2]))
+        kind, meta = ex.meta["kind"], ex.meta
+        seen.add(kind)
+        if kind == "count":  # the rule is the count: N unrelated words follow it, N + 1 do not
+            assert task.reward(ex, ", ".join(f"w{i}" for i in range(meta["n"]))) == 1.0
+            assert task.reward(ex, ", ".join(f"w{i}" for i in range(meta["n"] + 1))) == 0.0
+            assert task.reward(ex, ", ".join(["w"] * meta["n"])) == 0.0  # repeats are not N things
+        if kind == "avoid":  # the word anywhere in the reply breaks the rule
+            assert task.reward(ex, ex.answer + f" (not {meta['kw']})") == 0.0
+        if kind == "json":
+            assert task.reward(ex, "```json\n" + ex.answer + "\n```") == 1.0
+            assert task.reward(ex, ex.answer[:-1]) == 0.0  # broken JSON
+        if kind == "language":  # the prompt's own language is the classic failure
+            assert task.reward(ex, "The weather is sunny and warm today.") == (1.0 if meta["target"] == "en" else 0.0)
+
+
+def test_tool_calls_are_checked_strictly():
+    from kexa.tasks.tool import call_text
+
+    task = T.get("tool")
+    ex = task.sample(random.Random(3), lang="de", tier=2)
+    assert ex.tools and len(ex.tools) == 3 and ex.after[0]["role"] == "tool"
+    call = json.loads(ex.answer[len("<tool_call>"):-len("</tool_call>")])
+    assert task.reward(ex, ex.answer + "\n" + ex.answer) == 0.0  # two calls
+    other = next(n for n in ("calculator", "convert_currency", "get_weather") if n != call["name"])
+    assert task.reward(ex, call_text(other, call["arguments"])) == 0.0
+    as_string = '<tool_call>{"name": "%s", "arguments": "%s"}</tool_call>' % (call["name"], "x")
+    assert task.reward(ex, as_string) == 0.0
+    assert task.reward(ex, "<tool_call>{not json}</tool_call>") == 0.0
+    # tier 3: the dialogue holds call and result; the reply is the final answer, not another call
+    ex3 = task.sample(random.Random(3), lang="ko", tier=3)
+    assert [m["role"] for m in ex3.messages] == ["user", "assistant", "tool"]
+    assert task.reward(ex3, ex3.answer) == 1.0 and task.reward(ex3, ex3.answer + "\n" + ex.answer) == 0.0
+    # the calculator accepts any expression with the right value
+    calc = next(e for e in T.examples("tool", 50, seed=1, tiers=(1,)) if e.meta["tool"] == "calculator")
+    a, b = calc.meta["check"]["value"], 1
+    assert task.reward(calc, call_text("calculator", {"expression": f"({a}) * {b}"})) == 1.0
+
+
+def test_korean_particles_agree():
+    from kexa.tasks.lang import josa
+
+    assert [josa(w, "을") for w in ("12", "15", "10", "사과", "책", "raka", "bal")] == \
+        ["12를", "15를", "10을", "사과를", "책을", "raka를", "bal을"]
+    assert [josa(w, "으로") for w in ("서울", "바다", "부산", "17")] == ["서울로", "바다로", "부산으로", "17로"]

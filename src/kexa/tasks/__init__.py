@@ -31,14 +31,16 @@ from collections.abc import Iterator
 
 from .arith import Arith
 from .convert import Convert
+from .instruct import Instruct
 from .base import LANGS, SPLITS, Example, Task, split_of
 from .lookup import Lookup
 from .math_problems import MathProblems
 from .sorting import Sorting
 from .strings import Strings
+from .tool import ToolUse
 from .word import Word
 
-_REGISTRY: dict[str, Task] = {t.name: t for t in (Arith(), Lookup(), Sorting(), Strings(), Convert(), Word(), MathProblems())}
+_REGISTRY: dict[str, Task] = {t.name: t for t in (Arith(), Lookup(), Sorting(), Strings(), Convert(), Word(), MathProblems(), Instruct(), ToolUse())}
 
 
 def names() -> list[str]:

@@ -29,12 +29,26 @@ def _clean_math(text: str) -> str:
     return text.replace("\u2212", "-").replace("×", "*").replace("÷", "/")[-MAX_CHARS:]
 
 
+# the last number (or fraction) written in a text: math-verify's expression extractor wants a word
+# boundary before a number, which Japanese and Chinese text ("答えは7400です") does not have
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+
+
 def _math_equal_unbounded(gold: str, pred: str, main: bool) -> bool:
     kw_parse = {} if main else {"parsing_timeout": None}
     kw_verify = {} if main else {"timeout_seconds": None}
     g = parse(gold, **kw_parse)
-    p = parse(_clean_math(pred), **kw_parse)
-    return bool(g) and bool(p) and bool(verify(g, p, **kw_verify))
+    if not g:
+        return False
+    pred = _clean_math(pred)
+    p = parse(pred, **kw_parse)
+    if p and verify(g, p, **kw_verify):
+        return True
+    if p:  # math-verify read an answer, and it is wrong
+        return False
+    numbers = _LAST_NUMBER.findall(pred)
+    p = parse(numbers[-1], **kw_parse) if numbers else None
+    return bool(p) and bool(verify(g, p, **kw_verify))
 
 
 def math_equal(gold: str, pred: str) -> bool:
