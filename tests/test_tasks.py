@@ -13,7 +13,7 @@ from kexa.tasks.base import split_of
 from kexa.tokenizer.chat import render, render_with_spans
 
 CASES = [(name, tier, lang) for name in T.names() for tier in T.get(name).tiers for lang in T.LANGS]
-SEEDS_PER_CASE = 4
+SEEDS_PER_CASE = 3
 
 
 def _draws(name, tier, lang, split="train", n=SEEDS_PER_CASE):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from .base import Example, Task, pick, user
-from .lang import josa
+from .lang import NUMBER_ONLY, josa
 from .verify import math_equal
 
 PHRASINGS = {
@@ -146,6 +146,7 @@ class Arith(Task):
         result, trace = {"+": (a + b, add_trace), "-": (a - b, sub_trace), "*": (a * b, mul_trace)}[op]
         key = f"arith{op}{min(a, b)},{max(a, b)}" if op in "+*" else f"arith-{a},{b}"
         text = pick(rng, PHRASINGS[op], lang, a=a, b=b, a_wa=josa(str(a), "와"), b_reul=josa(str(b), "를"))
+        text += rng.choice(NUMBER_ONLY[lang])
         return Example(user(text), str(result), trace(a, b), {"key": key, "op": op, "a": a, "b": b})
 
     def score(self, example: Example, content: str, reply) -> float:

@@ -18,7 +18,7 @@ import re
 import unicodedata
 
 from .base import Example, Task, pick, user
-from .lang import particle_for
+from .lang import NUMBER_ONLY, particle_for
 from .verify import math_equal
 
 # unit -> name per language (Korean and Japanese write unit words; the others use symbols for metric)
@@ -132,6 +132,7 @@ class Convert(Task):
                 f = c * 9 // 5 + 32
                 trace = f"F = C × 9/5 + 32 = {c} × 9/5 + 32 = {c * 9 // 5} + 32 = {f}"
                 text = pick(rng, PHRASINGS["temp"], lang, c=c)
+                text += rng.choice(NUMBER_ONLY[lang])
                 return Example(user(text), str(f), trace, {"key": f"convert:C>F:{c}", "kind": "unit"})
             else:
                 big, small, k = rng.choice(FACTORS)
@@ -146,6 +147,7 @@ class Convert(Task):
             U = {u: UNITS[u][lang] for u in (frm, to)}
             text = pick(rng, PHRASINGS["unit"], lang, x=x, frm=U[frm], to=U[to], frm_eun=U[frm] + particle_for(U[frm], "은"),
                         frm_eul=U[frm] + particle_for(U[frm], "을"), to_ro=U[to] + particle_for(U[to], "로"))
+            text += rng.choice(NUMBER_ONLY[lang])
             return Example(user(text), _num(y), trace, {"key": f"convert:{frm}>{to}:{x}", "kind": "unit"})
         d = ANCHOR + dt.timedelta(days=rng.randint(0, 365 * 30))
         if tier == 3:

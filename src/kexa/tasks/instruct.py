@@ -1,6 +1,7 @@
 """`instruct`: instruction-following constraints with rule verifiers (IFEval-like, six languages).
 
-Kinds — tier 1: `count` (name exactly N things of a category, comma-separated), `json` (restate given
+Kinds — tier 1: `count` (name exactly N things of a category, comma-separated), `words` (one
+sentence of exactly N words; N characters in Japanese), `json` (restate given
 facts as a JSON object with exactly the given keys and values), `language` (write one sentence on a
 topic in a named language, checked by `lingua` language identification); tier 2: `include` / `avoid`
 (an exact-N list that must contain / must not mention a given word).
@@ -133,6 +134,14 @@ PHRASINGS = {
         "ja": ["{fact} キーがちょうど{keys}のJSONオブジェクトだけを出力してください。", "次の内容を、キー{keys}だけを持つJSONにしてください：{fact}"],
         "vi": ["{fact} Chỉ trả về một đối tượng JSON có đúng các khóa {keys}.", "Hãy chuyển nội dung sau thành JSON với các khóa {keys} và không có khóa nào khác: {fact}"],
     },
+    "words": {  # Japanese counts characters (文字数), Vietnamese written syllables (chữ): the rules those languages use
+        "en": ["Write one sentence about {topic} in exactly {n} words.", "Say something about {topic} using exactly {n} words, in one sentence."],
+        "ko": ["{topic}에 대해 정확히 {n}개의 단어(띄어쓰기 기준)로 된 한 문장을 쓰세요.", "{topic}에 관한 문장 하나를 딱 {n}단어로 써 주세요."],
+        "es": ["Escribe una frase sobre {topic} con exactamente {n} palabras.", "Di algo sobre {topic} en una sola frase de exactamente {n} palabras."],
+        "de": ["Schreib einen Satz über {topic} mit genau {n} Wörtern.", "Sag in einem Satz aus genau {n} Wörtern etwas über {topic}."],
+        "ja": ["{topic}について、句読点を除いてちょうど{n}文字の文を一つ書いてください。", "{topic}に関する一文を、ちょうど{n}文字（句読点を除く）で書いてください。"],
+        "vi": ["Hãy viết một câu về {topic} gồm đúng {n} chữ.", "Nói một điều về {topic} trong một câu có đúng {n} chữ."],
+    },
     "language": {
         "en": ["Write one sentence about {topic} in {language}.", "Answer in {language} only: say something about {topic} in one sentence."],
         "ko": ["{topic}에 대해 {language}로 한 문장을 쓰세요.", "{language}로만 답하세요: {topic}에 관해 한 문장으로 말해 주세요."],
@@ -161,6 +170,17 @@ def _mentions(text: str, word: str) -> bool:
     return re.search(r"(?<!\w)" + re.escape(word.casefold()) + r"(?!\w)", text.casefold()) is not None
 
 
+_PUNCT = re.compile(r"[\s\W_]+")
+
+
+def length(text: str, lang: str) -> int:
+    """Words of a text (whitespace-separated, punctuation-only tokens ignored); for Japanese, its
+    characters without punctuation and spaces."""
+    if lang == "ja":
+        return len(_PUNCT.sub("", text))
+    return sum(1 for w in text.split() if _PUNCT.sub("", w))
+
+
 @lru_cache(maxsize=1)
 def _detector():
     from lingua import Language, LanguageDetectorBuilder
@@ -182,7 +202,7 @@ class Instruct(Task):
     tiers = (1, 2)
 
     def generate(self, rng: random.Random, lang: str, tier: int) -> Example:
-        kind = rng.choice(["count", "count", "json", "language"] if tier == 1 else ["include", "avoid"])
+        kind = rng.choice(["count", "words", "json", "language"] if tier == 1 else ["include", "avoid"])
         if kind in ("count", "include", "avoid"):
             cat = rng.choice(sorted(CATEGORIES))
             cat_name, bank = CATEGORIES[cat][lang]
@@ -214,6 +234,14 @@ class Instruct(Task):
             answer = json.dumps(obj, ensure_ascii=False)
             reasoning = f"Keys required: {shown}.\n" + "\n".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in obj.items())
             return Example(user(text), answer, reasoning, {"key": f"instruct:json:{name}:{age}:{city}", "kind": "json", "object": obj})
+        if kind == "words":
+            topic = rng.choice(sorted(SENTENCES))
+            answer = rng.choice(SENTENCES[topic][lang])
+            n = length(answer, lang)
+            text = pick(rng, PHRASINGS["words"], lang, topic=TOPICS[topic][lang], n=n)
+            unit = "characters without punctuation" if lang == "ja" else "words"
+            reasoning = f"Rule: one sentence about {TOPICS[topic]['en']}, exactly {n} {unit}.\n{answer}\nThat is {n} {unit}."
+            return Example(user(text), answer, reasoning, {"key": f"instruct:words:{topic}:{n}", "kind": "words", "n": n})
         target = rng.choice([x for x in self.langs if x != lang])
         topic = rng.choice(sorted(SENTENCES))
         answer = rng.choice(SENTENCES[topic][target])
@@ -233,6 +261,8 @@ class Instruct(Task):
             if kind == "avoid":
                 ok = ok and not _mentions(content, meta["kw"])
             return float(ok)
+        if kind == "words":
+            return float(length(content, meta["lang"]) == meta["n"])
         if kind == "json":
             start, end = content.find("{"), content.rfind("}")
             try:
@@ -249,6 +279,11 @@ class Instruct(Task):
         kind, meta = example.meta["kind"], example.meta
         lang = meta.get("lang", "en")
         sep = "、" if lang == "ja" else ", "
+        if kind == "words":  # one word (character) too many or too few
+            if lang == "ja":
+                return example.answer[1:] if rng.random() < 0.5 else "今日" + example.answer
+            words = example.answer.split()
+            return " ".join(words[1:]) if rng.random() < 0.5 else " ".join(words[:1] + words)
         if kind in ("count", "include", "avoid"):
             items = example.answer.split(sep)
             if kind == "include":

@@ -56,3 +56,13 @@ PEOPLE = {
     "ja": ["ゆき", "はると", "さくら", "けんた", "あおい", "りく", "はな", "そうた"],
     "vi": ["Lan", "Minh", "Hoa", "Tuấn", "Mai", "Nam", "Linh", "Dũng"],
 }
+
+# optional last sentences of a question whose answer is one number (more phrasings, same skill)
+NUMBER_ONLY = {
+    "en": ["", "", " Answer with just the number.", " Give only the final result.", " Reply briefly."],
+    "ko": ["", "", " 숫자만 답하세요.", " 최종 결과만 알려 주세요.", " 간단히 답해 주세요."],
+    "es": ["", "", " Responde solo con el número.", " Da solo el resultado final.", " Responde brevemente."],
+    "de": ["", "", " Antworte nur mit der Zahl.", " Nenne nur das Endergebnis.", " Antworte kurz."],
+    "ja": ["", "", "数字だけで答えてください。", "最終的な結果だけを教えてください。", "簡潔に答えてください。"],
+    "vi": ["", "", " Chỉ trả lời bằng con số.", " Chỉ cho kết quả cuối cùng.", " Trả lời ngắn gọn."],
+}

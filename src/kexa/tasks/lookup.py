@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from .base import Example, Task, split_of, user
-from .lang import josa
+from .lang import NUMBER_ONLY, josa
 from .verify import integers
 
 PAIRS = {1: 8, 2: 32, 3: 128, 4: 1024}
@@ -83,7 +83,7 @@ class Lookup(Task):
         sep = rng.choice(SEPARATORS)
         context = "\n".join(f"{k}{sep}{v}" for k, v in table.items())
         intro, question = rng.choice(PHRASINGS[lang])
-        question = question.format(key=asked, key_reul=josa(asked, "를"))
+        question = question.format(key=asked, key_reul=josa(asked, "를")) + rng.choice(NUMBER_ONLY[lang])
         text = (f"{intro}\n{context}\n\n{question}" if rng.random() < 0.75
                 else f"{question}\n\n{intro}\n{context}")
         line = keys.index(asked) + 1

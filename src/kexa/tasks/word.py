@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from .base import Example, Task, user
-from .lang import PEOPLE, particle_for
+from .lang import NUMBER_ONLY, PEOPLE, particle_for
 from .verify import math_equal
 
 # items per language: (noun, counter (ko, ja) / gender (es) / dative plural (de))
@@ -137,6 +137,9 @@ class Word(Task):
         parts += [rng.choice(S[ev]).format(**nums, **f) for ev, nums in events]
         parts.append(rng.choice(S["share"]).format(q=q, **f) if q else rng.choice(S["ask"]).format(**f))
         sep = "" if lang == "ja" else " "
+        extra = rng.choice(NUMBER_ONLY[lang]).strip()
+        if extra:
+            parts[-1] += sep + extra
         key = f"word:{n}:" + ",".join(f"{ev}{sorted(v.items())}" for ev, v in events) + f":{q}"
         trace.append(f"answer: {total}")
         return Example(user(sep.join(parts)), str(total), "\n".join(trace), {"key": key})
