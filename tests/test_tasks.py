@@ -182,3 +182,16 @@ def test_korean_particles_agree():
     assert [josa(w, "을") for w in ("12", "15", "10", "사과", "책", "raka", "bal")] == \
         ["12를", "15를", "10을", "사과를", "책을", "raka를", "bal을"]
     assert [josa(w, "으로") for w in ("서울", "바다", "부산", "17")] == ["서울로", "바다로", "부산으로", "17로"]
+
+
+def test_rows_round_trip_and_trl_reward_signature():
+    exs = [T.get(n).sample(random.Random(1), lang="vi", tier=1) for n in T.names()]
+    rows = [T.to_row(ex) for ex in exs]
+    assert [T.from_row(r) for r in rows] == exs
+    import datasets
+
+    ds = datasets.Dataset.from_list(rows)  # the rows are a valid dataset
+    completions = [ex.reference() for ex in exs] + [[{"role": "assistant", "content": exs[0].reference()}], "x"]
+    columns = {"example": list(ds["example"]) + [rows[0]["example"], None]}
+    rewards = T.reward_function(prompts=[r["prompt"] for r in rows] + [None, None], completions=completions, **columns)
+    assert rewards == [1.0] * len(exs) + [1.0, None]

@@ -19,6 +19,9 @@ without the end-of-turn token). Tool-use examples carry `ex.tools`, their answer
 `<tool_call>…</tool_call>`, and `ex.after` holds the tool result and the final reply that complete
 the dialogue (included by `conversation`).
 
+As dataset rows (`to_row`/`from_row`) the examples feed `datasets` and TRL; `reward_function` is the
+verifiers behind TRL's reward signature `f(prompts, completions, **columns)`.
+
 Every task has tier 1 and the languages ko, en, es, de, ja, vi; `sample(rng, lang=None)` picks a
 language at random. Same rng state, same example. Train and held-out splits are disjoint by
 construction (see `base.split_of`).
@@ -35,6 +38,7 @@ from .instruct import Instruct
 from .base import LANGS, SPLITS, Example, Task, split_of
 from .lookup import Lookup
 from .math_problems import MathProblems
+from .rows import from_row, reward_function, to_row
 from .sorting import Sorting
 from .strings import Strings
 from .tool import ToolUse
@@ -71,4 +75,5 @@ def examples(name: str, n: int, seed: int = 0, langs=LANGS, tiers=(1,), split: s
         yield task.sample(rng, lang=rng.choice(list(langs)), tier=rng.choice(list(tiers)), split=split)
 
 
-__all__ = ["Example", "Task", "LANGS", "SPLITS", "get", "names", "register", "examples", "split_of"]
+__all__ = ["Example", "Task", "LANGS", "SPLITS", "get", "names", "register", "examples", "split_of", "to_row", "from_row",
+           "reward_function"]
