@@ -195,3 +195,19 @@ def test_rows_round_trip_and_trl_reward_signature():
     columns = {"example": list(ds["example"]) + [rows[0]["example"], None]}
     rewards = T.reward_function(prompts=[r["prompt"] for r in rows] + [None, None], completions=completions, **columns)
     assert rewards == [1.0] * len(exs) + [1.0, None]
+
+
+class ByteTokenizer:
+    def encode(self, text):
+        return list(text.encode("utf-8"))
+
+
+@pytest.mark.parametrize("reasoning", [True, False])
+def test_encode_masks_exactly_the_assistant_reply(reasoning):
+    ex = T.get("arith").sample(random.Random(2), lang="ko", tier=1)
+    enc = ex.encode(ByteTokenizer(), reasoning=reasoning)
+    target = bytes(i for i, m in zip(enc.ids, enc.assistant_mask) if m).decode("utf-8")
+    prompt = bytes(i for i, m in zip(enc.ids, enc.assistant_mask) if not m).decode("utf-8")
+    # unmasked: the generation prompt of that mode (and the newline after the turn)
+    assert prompt == render(ex.messages, enable_thinking=reasoning, add_generation_prompt=True) + "\n"
+    assert target == (f"{ex.reasoning}\n</think>\n\n{ex.answer}" if reasoning else ex.answer) + "<|endofturn|>"
