@@ -22,8 +22,8 @@ PHRASINGS = {
         "en": ["What is {a} + {b}?", "Compute {a} + {b}.", "{a} + {b} = ?", "Add {a} and {b}.",
                "What do you get when you add {a} to {b}?", "Calculate the sum of {a} and {b}.",
                "Find {a} plus {b}.", "How much is {a} plus {b}?"],
-        "ko": ["{a} + {b}는 얼마인가요?", "{a} + {b}를 계산하세요.", "{a} + {b} = ?", "{a_wa} {b_reul} 더하면 얼마예요?",
-               "{a} 더하기 {b}는?", "{a_wa} {b}의 합을 구하시오.", "{a}에 {b_reul} 더한 값은 무엇인가요?",
+        "ko": ["{a} + {b_neun} 얼마인가요?", "{a} + {b_reul} 계산하세요.", "{a} + {b} = ?", "{a_wa} {b_reul} 더하면 얼마예요?",
+               "{a} 더하기 {b_neun}?", "{a_wa} {b}의 합을 구하시오.", "{a}에 {b_reul} 더한 값은 무엇인가요?",
                "{a} 더하기 {b}, 답은?"],
         "es": ["¿Cuánto es {a} + {b}?", "Calcula {a} + {b}.", "{a} + {b} = ?", "Suma {a} y {b}.",
                "¿Cuánto da {a} más {b}?", "Halla la suma de {a} y {b}.", "Si sumas {a} y {b}, ¿qué obtienes?"],
@@ -38,8 +38,8 @@ PHRASINGS = {
     "-": {
         "en": ["What is {a} - {b}?", "Compute {a} - {b}.", "{a} - {b} = ?", "Subtract {b} from {a}.",
                "What is {a} minus {b}?", "Find the difference {a} - {b}.", "How much is left if you take {b} from {a}?"],
-        "ko": ["{a} - {b}는 얼마인가요?", "{a} - {b}를 계산하세요.", "{a} - {b} = ?", "{a}에서 {b_reul} 빼면 얼마예요?",
-               "{a} 빼기 {b}는?", "{a}에서 {b_reul} 뺀 값을 구하시오."],
+        "ko": ["{a} - {b_neun} 얼마인가요?", "{a} - {b_reul} 계산하세요.", "{a} - {b} = ?", "{a}에서 {b_reul} 빼면 얼마예요?",
+               "{a} 빼기 {b_neun}?", "{a}에서 {b_reul} 뺀 값을 구하시오."],
         "es": ["¿Cuánto es {a} - {b}?", "Calcula {a} - {b}.", "{a} - {b} = ?", "Resta {b} de {a}.",
                "¿Cuánto da {a} menos {b}?", "Halla la diferencia {a} - {b}."],
         "de": ["Was ist {a} - {b}?", "Berechne {a} - {b}.", "{a} - {b} = ?", "Subtrahiere {b} von {a}.",
@@ -52,8 +52,8 @@ PHRASINGS = {
     "*": {
         "en": ["What is {a} × {b}?", "Compute {a} * {b}.", "{a} × {b} = ?", "Multiply {a} by {b}.",
                "What is {a} times {b}?", "Find the product of {a} and {b}."],
-        "ko": ["{a} × {b}는 얼마인가요?", "{a} * {b}를 계산하세요.", "{a} × {b} = ?", "{a}에 {b_reul} 곱하면 얼마예요?",
-               "{a} 곱하기 {b}는?", "{a_wa} {b}의 곱을 구하시오."],
+        "ko": ["{a} × {b_neun} 얼마인가요?", "{a} * {b_reul} 계산하세요.", "{a} × {b} = ?", "{a}에 {b_reul} 곱하면 얼마예요?",
+               "{a} 곱하기 {b_neun}?", "{a_wa} {b}의 곱을 구하시오."],
         "es": ["¿Cuánto es {a} × {b}?", "Calcula {a} * {b}.", "{a} × {b} = ?", "Multiplica {a} por {b}.",
                "¿Cuánto da {a} por {b}?", "Halla el producto de {a} y {b}."],
         "de": ["Was ist {a} × {b}?", "Berechne {a} * {b}.", "{a} × {b} = ?", "Multipliziere {a} mit {b}.",
@@ -145,7 +145,8 @@ class Arith(Task):
             a, b = _digits(rng, rng.randint(2, 3)), _digits(rng, rng.randint(1, 2))
         result, trace = {"+": (a + b, add_trace), "-": (a - b, sub_trace), "*": (a * b, mul_trace)}[op]
         key = f"arith{op}{min(a, b)},{max(a, b)}" if op in "+*" else f"arith-{a},{b}"
-        text = pick(rng, PHRASINGS[op], lang, a=a, b=b, a_wa=josa(str(a), "와"), b_reul=josa(str(b), "를"))
+        text = pick(rng, PHRASINGS[op], lang, a=a, b=b, a_wa=josa(str(a), "와"), b_reul=josa(str(b), "를"),
+                    b_neun=josa(str(b), "는"))
         text += rng.choice(NUMBER_ONLY[lang])
         return Example(user(text), str(result), trace(a, b), {"key": key, "op": op, "a": a, "b": b})
 

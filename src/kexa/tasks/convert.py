@@ -44,8 +44,8 @@ PHRASINGS = {
                "Express {x} {frm} in {to}.", "What is {x} {frm} in {to}?"],
         "ko": ["{x} {frm_eun} 몇 {to}인가요?", "{x} {frm_eul} {to_ro} 바꾸세요.", "{x} {frm} = ? {to}",
                "{x} {frm_eul} {to} 단위로 나타내면?", "{x} {frm_eun} {to_ro} 환산하면 얼마인가요?"],
-        "es": ["¿Cuántos {to} hay en {x} {frm}?", "Convierte {x} {frm} a {to}.", "{x} {frm} = ? {to}",
-               "Expresa {x} {frm} en {to}.", "¿A cuántos {to} equivalen {x} {frm}?"],
+        "es": ["¿{Cuantos} {to} hay en {x} {frm}?", "Convierte {x} {frm} a {to}.", "{x} {frm} = ? {to}",
+               "Expresa {x} {frm} en {to}.", "¿A {cuantos} {to} equivalen {x} {frm}?"],
         "de": ["Wie viele {to} sind {x} {frm}?", "Rechne {x} {frm} in {to} um.", "{x} {frm} = ? {to}",
                "Gib {x} {frm} in {to} an.", "Wie viel sind {x} {frm} in {to}?"],
         "ja": ["{x}{frm}は何{to}ですか？", "{x}{frm}を{to}に換算してください。", "{x} {frm} = ? {to}",
@@ -146,7 +146,8 @@ class Convert(Task):
                     trace = f"1 {big} = {k} {small}\n{x} ÷ {k} = {_num(y)}"
             U = {u: UNITS[u][lang] for u in (frm, to)}
             text = pick(rng, PHRASINGS["unit"], lang, x=x, frm=U[frm], to=U[to], frm_eun=U[frm] + particle_for(U[frm], "은"),
-                        frm_eul=U[frm] + particle_for(U[frm], "을"), to_ro=U[to] + particle_for(U[to], "로"))
+                        frm_eul=U[frm] + particle_for(U[frm], "을"), to_ro=U[to] + particle_for(U[to], "로"),
+                        Cuantos="Cuántas" if to == "h" else "Cuántos", cuantos="cuántas" if to == "h" else "cuántos")
             text += rng.choice(NUMBER_ONLY[lang])
             return Example(user(text), _num(y), trace, {"key": f"convert:{frm}>{to}:{x}", "kind": "unit"})
         d = ANCHOR + dt.timedelta(days=rng.randint(0, 365 * 30))

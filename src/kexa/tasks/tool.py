@@ -79,7 +79,7 @@ PHRASINGS = {
         "ko": ["{amount} {frm}{eun} {to}로 얼마인가요?", "오늘 환율로 {amount} {frm}{eul} {to}로 바꿔 주세요.",
                "{amount} {frm}{ga} 있어요. {to}로 얼마예요?"],
         "es": ["¿Cuánto son {amount} {frm} en {to}?", "Convierte {amount} {frm} a {to} al cambio de hoy.",
-               "Tengo {amount} {frm}. ¿Cuántos {to} son?"],
+               "Tengo {amount} {frm}. ¿Cuánto es eso en {to}?"],
         "de": ["Wie viel sind {amount} {frm} in {to}?", "Rechne {amount} {frm} zum heutigen Kurs in {to} um.",
                "Ich habe {amount} {frm}. Wie viel {to} sind das?"],
         "ja": ["{amount} {frm}は{to}でいくらですか？", "今日のレートで{amount} {frm}を{to}に換算してください。",
