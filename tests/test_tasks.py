@@ -211,3 +211,21 @@ def test_encode_masks_exactly_the_assistant_reply(reasoning):
     # unmasked: the generation prompt of that mode (and the newline after the turn)
     assert prompt == render(ex.messages, enable_thinking=reasoning, add_generation_prompt=True) + "\n"
     assert target == (f"{ex.reasoning}\n</think>\n\n{ex.answer}" if reasoning else ex.answer) + "<|endofturn|>"
+
+
+def test_math_check_off_main_thread_is_bounded(monkeypatch):
+    import time
+
+    import kexa.tasks.verify as V
+
+    def stuck(gold, pred, main):  # a check that never returns in time
+        time.sleep(0.5)
+        return True
+
+    monkeypatch.setattr(V, "_math_equal_unbounded", stuck)
+    monkeypatch.setattr(V, "TIMEOUT_S", 0.05)
+    out = []
+    t = threading.Thread(target=lambda: out.append(V.math_equal("1", "1")))
+    t.start()
+    t.join()
+    assert out == [False]

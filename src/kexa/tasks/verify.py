@@ -5,7 +5,7 @@ Math answers go through `math-verify` (parse both sides, `verify(gold, pred)`), 
 SIGALRM, which Python allows only in the main thread; an RL rollout worker or a server thread would
 crash on it. Off the main thread its timeouts are therefore switched off (`parsing_timeout=None`,
 `timeout_seconds=None`) and the bound is ours: the reply is cut to its last `MAX_CHARS` characters
-and the check runs in a helper thread that is abandoned (scored 0) after `TIMEOUT_S`.
+and the check runs in its own daemon thread, abandoned (scored 0) after `TIMEOUT_S`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from math_verify import parse, verify
 
 MAX_CHARS = 400  # a final answer is short; longer replies are judged on their tail
 TIMEOUT_S = 5.0
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
 
 def _clean_math(text: str) -> str:
@@ -55,15 +51,14 @@ def math_equal(gold: str, pred: str) -> bool:
     """True if `pred`'s (last) mathematical answer equals `gold`, by math-verify; safe in any thread."""
     if threading.current_thread() is threading.main_thread():
         return _math_equal_unbounded(gold, pred, main=True)
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kexa-math-verify")
-    future = _pool.submit(_math_equal_unbounded, gold, pred, False)
-    try:
-        return future.result(timeout=TIMEOUT_S)
-    except FutureTimeout:
-        return False
+    # one daemon thread per check (~0.1 ms against math-verify's ~5 ms): no queue behind other
+    # callers' checks eats into the bound, and a runaway check is abandoned, never joined
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(_math_equal_unbounded(gold, pred, False)),
+                              daemon=True, name="kexa-math-verify")
+    worker.start()
+    worker.join(TIMEOUT_S)
+    return bool(result and result[0])
 
 
 _INT = re.compile(r"(?<![\d.])[-\u2212]?\d+(?![\d.])")
