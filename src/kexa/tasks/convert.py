@@ -40,17 +40,17 @@ FACTORS = [("km", "m", 1000), ("m", "cm", 100), ("kg", "g", 1000), ("L", "mL", 1
 
 PHRASINGS = {
     "unit": {
-        "en": ["How many {to} are in {x} {frm}?", "Convert {x} {frm} to {to}.", "{x} {frm} = ? {to}",
+        "en": ["How many {to} are in {x} {frm}?", "Convert {x} {frm} to {to}.", "{x} {frm} = ___ {to}.",
                "Express {x} {frm} in {to}.", "What is {x} {frm} in {to}?"],
-        "ko": ["{x} {frm_eun} 몇 {to}인가요?", "{x} {frm_eul} {to_ro} 바꾸세요.", "{x} {frm} = ? {to}",
+        "ko": ["{x} {frm_eun} 몇 {to}인가요?", "{x} {frm_eul} {to_ro} 바꾸세요.", "{x} {frm} = ___ {to}.",
                "{x} {frm_eul} {to} 단위로 나타내면?", "{x} {frm_eun} {to_ro} 환산하면 얼마인가요?"],
-        "es": ["¿{Cuantos} {to} hay en {x} {frm}?", "Convierte {x} {frm} a {to}.", "{x} {frm} = ? {to}",
+        "es": ["¿{Cuantos} {to} hay en {x} {frm}?", "Convierte {x} {frm} a {to}.", "{x} {frm} = ___ {to}.",
                "Expresa {x} {frm} en {to}.", "¿A {cuantos} {to} equivalen {x} {frm}?"],
-        "de": ["Wie viele {to} sind {x} {frm}?", "Rechne {x} {frm} in {to} um.", "{x} {frm} = ? {to}",
+        "de": ["Wie viele {to} sind {x} {frm}?", "Rechne {x} {frm} in {to} um.", "{x} {frm} = ___ {to}.",
                "Gib {x} {frm} in {to} an.", "Wie viel sind {x} {frm} in {to}?"],
-        "ja": ["{x}{frm}は何{to}ですか？", "{x}{frm}を{to}に換算してください。", "{x} {frm} = ? {to}",
+        "ja": ["{x}{frm}は何{to}ですか？", "{x}{frm}を{to}に換算してください。", "{x} {frm} = ___ {to}.",
                "{x}{frm}を{to}で表すといくつですか。"],
-        "vi": ["{x} {frm} bằng bao nhiêu {to}?", "Đổi {x} {frm} sang {to}.", "{x} {frm} = ? {to}",
+        "vi": ["{x} {frm} bằng bao nhiêu {to}?", "Đổi {x} {frm} sang {to}.", "{x} {frm} = ___ {to}.",
                "Hãy biểu diễn {x} {frm} theo đơn vị {to}.", "{x} {frm} là bao nhiêu {to}?"],
     },
     "temp": {
