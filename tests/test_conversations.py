@@ -128,3 +128,19 @@ def test_hub_path_through_datasets_on_local_files(tmp_path, monkeypatch):
         load_conversations("no/such-dataset-xyz", cache_dir=str(tmp_path / "cache"))
     with pytest.raises(DataError, match="missing.jsonl: no such file"):
         load_conversations(tmp_path / "missing.jsonl")
+
+
+def test_task_examples_export_as_chat_jsonl_and_load_back(tmp_path, capsys):
+    import kexa.tasks as T
+    from kexa.tasks.__main__ import main
+
+    assert main(["tool", "-n", "4", "--tier", "1", "2", "--seed", "3"]) == 0
+    path = tmp_path / "tool.jsonl"
+    path.write_text(capsys.readouterr().out, "utf-8")
+    data = load_conversations(path)
+    assert len(data.conversations) == 4
+    exs = list(T.examples("tool", 4, seed=3, tiers=(1, 2)))
+    for conv, ex in zip(data.conversations, exs):
+        assert conv.tools == ex.tools and conv.messages == ex.conversation(reasoning=True)
+    assert main(["arith", "--tier", "9"]) == 2 and "has tiers" in capsys.readouterr().err
+    assert main(["nope"]) == 2 and "unknown task 'nope'" in capsys.readouterr().err
