@@ -229,3 +229,15 @@ def test_math_check_off_main_thread_is_bounded(monkeypatch):
     t.start()
     t.join()
     assert out == [False]
+
+
+def test_register_a_longer_lookup_variant():
+    from kexa.tasks.lookup import Lookup
+
+    variant = T.register(Lookup(pairs={1: 2048}, name="lookup_2k"))
+    try:
+        assert T.get("lookup_2k") is variant and T.get("lookup").pairs[1] == 8
+        ex = variant.sample(random.Random(0), lang="de")
+        assert ex.meta["pairs"] == 2048 and variant.reward(ex, ex.reference()) == 1.0
+    finally:
+        T._REGISTRY.pop("lookup_2k")

@@ -61,7 +61,7 @@ def get(name: str) -> Task:
 
 
 def register(task: Task) -> Task:
-    """Add (or replace) a task in the registry, e.g. a `Lookup(pairs={1: 4096})` variant under a new name."""
+    """Add (or replace) a task in the registry, e.g. `Lookup(pairs={1: 4096}, name="lookup_4k")`."""
     if not task.name:
         raise ValueError("a task needs a name")
     _REGISTRY[task.name] = task
