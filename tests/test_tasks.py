@@ -241,3 +241,18 @@ def test_register_a_longer_lookup_variant():
         assert ex.meta["pairs"] == 2048 and variant.reward(ex, ex.reference()) == 1.0
     finally:
         T._REGISTRY.pop("lookup_2k")
+
+
+def test_same_examples_in_another_process_with_another_hash_seed():
+    """No set or dict ordering leaks into generation: another process (string hashing unrandomised,
+    unlike this one's) draws the same examples."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, kexa.tasks as T\n"
+            "print(json.dumps([T.to_row(e)['example'] for n in T.names() for e in T.examples(n, 5, seed=11)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "0"}).stdout
+    here = [T.to_row(e)["example"] for n in T.names() for e in T.examples(n, 5, seed=11)]
+    assert json.loads(out) == here
