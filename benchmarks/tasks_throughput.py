@@ -42,7 +42,8 @@ def measure(name: str, n: int, seed: int) -> dict:
     t0 = time.perf_counter()
     exs = [task.sample(rng, lang=T.LANGS[i % 6], tier=1) for i in range(n)]
     gen_s = time.perf_counter() - t0
-    replies = [(ex, ex.reference()) for ex in exs] + [(ex, "<think>\n</think>\n\n" + task.corrupt(ex, rng)) for ex in exs]
+    replies = [(ex, ex.reference()) for ex in exs]
+    replies += [(ex, "<think>\n</think>\n\n" + task.corrupt(ex, rng)) for ex in exs]
     t0 = time.perf_counter()
     main_scores = [task.reward(ex, r) for ex, r in replies]
     main_s = time.perf_counter() - t0

@@ -25,7 +25,8 @@ GOOD = [
 
 
 def _write_jsonl(path, rows):
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8")
+    lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows]
+    path.write_text("\n".join(lines) + "\n", "utf-8")
     return path
 
 
@@ -42,22 +43,40 @@ def test_trl_formats_are_normalised(tmp_path):
     assert "<think>\nIt is Paris.\n</think>\n\nParis<|endofturn|>" in text and text.count("<think>") == 1
     # tools from a JSON string; string arguments parsed; object tool results JSON-encoded; vLLM's `reasoning`
     assert c3.tools == TOOLS
-    assert c3.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Seoul"}}}]
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Seoul"}}}
+    assert c3.messages[1]["tool_calls"] == [call]
     assert c3.messages[2] == {"role": "tool", "content": '{"temp": 21}'}
     assert c3.messages[3]["reasoning_content"] == "The tool said 21."
-    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Seoul"}}</tool_call>' in render(c3.messages, tools=c3.tools)
+    rendered = render(c3.messages, tools=c3.tools)
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Seoul"}}</tool_call>' in rendered
 
 
 BAD = [
     ('{"messages": [{"role": "user", "content": "hi"}', "invalid JSON"),
     ({"text": "plain text"}, "language-modelling data"),
     ({"conversation": []}, "missing 'messages'"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}, "message 2: unknown role 'bot'"),
+    (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
+        "message 2: unknown role 'bot'",
+    ),
     ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
-    ({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]}, "message 1: content must be a string"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x",
-      "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]}, "tool call 1: tool call arguments are not valid JSON"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a </think> b"}]}, "stray <think>"),
+    (
+        {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]},
+        "message 1: content must be a string",
+    ),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "x", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]},
+            ]
+        },
+        "tool call 1: tool call arguments are not valid JSON",
+    ),
+    (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a </think> b"}]},
+        "stray <think>",
+    ),
     ({"messages": "hi"}, "'messages' must be a list"),
     ({"prompt": "hi", "completion": "x", "tools": "{oops"}, "'tools' is a string that is not valid JSON"),
 ]

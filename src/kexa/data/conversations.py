@@ -129,7 +129,7 @@ def _message(m: Any, i: int) -> dict[str, Any]:
                 raise ValueError(f"{where}: reasoning given twice (reasoning_content and <think> in content)")
             reasoning, text = think.group(1).strip(), text[think.end():]
         if "<think>" in text or "</think>" in text:
-            raise ValueError(f"{where}: stray <think>/</think> in assistant content (only a leading think block is allowed)")
+            raise ValueError(f"{where}: stray <think>/</think> in assistant content (only a leading think block)")
         out["content"] = text
         if reasoning is not None:
             if not isinstance(reasoning, str):
@@ -185,7 +185,8 @@ def normalize_row(row: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]] 
     elif "text" in row:
         raise ValueError("a 'text' row is language-modelling data (pre-training), not a conversation")
     else:
-        raise ValueError(f"missing 'messages' (or 'prompt' and 'completion'); columns: {', '.join(map(str, row)) or 'none'}")
+        columns = ", ".join(map(str, row)) or "none"
+        raise ValueError(f"missing 'messages' (or 'prompt' and 'completion'); columns: {columns}")
     messages = [_message(m, i) for i, m in enumerate(raw)]
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError("no assistant turn to learn from")

@@ -33,9 +33,9 @@ import random
 from collections.abc import Iterator
 
 from .arith import Arith
+from .base import LANGS, SPLITS, Example, Task, split_of
 from .convert import Convert
 from .instruct import Instruct
-from .base import LANGS, SPLITS, Example, Task, split_of
 from .lookup import Lookup
 from .math_problems import MathProblems
 from .rows import from_row, reward_function, to_row
@@ -44,7 +44,8 @@ from .strings import Strings
 from .tool import ToolUse
 from .word import Word
 
-_REGISTRY: dict[str, Task] = {t.name: t for t in (Arith(), Lookup(), Sorting(), Strings(), Convert(), Word(), MathProblems(), Instruct(), ToolUse())}
+_TASKS = (Arith(), Word(), MathProblems(), Sorting(), Strings(), Convert(), Lookup(), Instruct(), ToolUse())
+_REGISTRY: dict[str, Task] = {t.name: t for t in _TASKS}
 
 
 def names() -> list[str]:
@@ -75,5 +76,17 @@ def examples(name: str, n: int, seed: int = 0, langs=LANGS, tiers=(1,), split: s
         yield task.sample(rng, lang=rng.choice(list(langs)), tier=rng.choice(list(tiers)), split=split)
 
 
-__all__ = ["Example", "Task", "LANGS", "SPLITS", "get", "names", "register", "examples", "split_of", "to_row", "from_row",
-           "reward_function"]
+__all__ = [
+    "Example",
+    "Task",
+    "LANGS",
+    "SPLITS",
+    "get",
+    "names",
+    "register",
+    "examples",
+    "split_of",
+    "to_row",
+    "from_row",
+    "reward_function",
+]

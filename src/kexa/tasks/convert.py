@@ -40,46 +40,108 @@ FACTORS = [("km", "m", 1000), ("m", "cm", 100), ("kg", "g", 1000), ("L", "mL", 1
 
 PHRASINGS = {
     "unit": {
-        "en": ["How many {to} are in {x} {frm}?", "Convert {x} {frm} to {to}.", "{x} {frm} = ___ {to}.",
-               "Express {x} {frm} in {to}.", "What is {x} {frm} in {to}?"],
-        "ko": ["{x} {frm_eun} 몇 {to}인가요?", "{x} {frm_eul} {to_ro} 바꾸세요.", "{x} {frm} = ___ {to}.",
-               "{x} {frm_eul} {to} 단위로 나타내면?", "{x} {frm_eun} {to_ro} 환산하면 얼마인가요?"],
-        "es": ["¿{Cuantos} {to} hay en {x} {frm}?", "Convierte {x} {frm} a {to}.", "{x} {frm} = ___ {to}.",
-               "Expresa {x} {frm} en {to}.", "¿A {cuantos} {to} equivalen {x} {frm}?"],
-        "de": ["Wie viele {to} sind {x} {frm}?", "Rechne {x} {frm} in {to} um.", "{x} {frm} = ___ {to}.",
-               "Gib {x} {frm} in {to} an.", "Wie viel sind {x} {frm} in {to}?"],
-        "ja": ["{x}{frm}は何{to}ですか？", "{x}{frm}を{to}に換算してください。", "{x} {frm} = ___ {to}.",
-               "{x}{frm}を{to}で表すといくつですか。"],
-        "vi": ["{x} {frm} bằng bao nhiêu {to}?", "Đổi {x} {frm} sang {to}.", "{x} {frm} = ___ {to}.",
-               "Hãy biểu diễn {x} {frm} theo đơn vị {to}.", "{x} {frm} là bao nhiêu {to}?"],
+        "en": [
+            "How many {to} are in {x} {frm}?",
+            "Convert {x} {frm} to {to}.",
+            "{x} {frm} = ___ {to}.",
+            "Express {x} {frm} in {to}.",
+            "What is {x} {frm} in {to}?",
+        ],
+        "ko": [
+            "{x} {frm_eun} 몇 {to}인가요?",
+            "{x} {frm_eul} {to_ro} 바꾸세요.",
+            "{x} {frm} = ___ {to}.",
+            "{x} {frm_eul} {to} 단위로 나타내면?",
+            "{x} {frm_eun} {to_ro} 환산하면 얼마인가요?",
+        ],
+        "es": [
+            "¿{Cuantos} {to} hay en {x} {frm}?",
+            "Convierte {x} {frm} a {to}.",
+            "{x} {frm} = ___ {to}.",
+            "Expresa {x} {frm} en {to}.",
+            "¿A {cuantos} {to} equivalen {x} {frm}?",
+        ],
+        "de": [
+            "Wie viele {to} sind {x} {frm}?",
+            "Rechne {x} {frm} in {to} um.",
+            "{x} {frm} = ___ {to}.",
+            "Gib {x} {frm} in {to} an.",
+            "Wie viel sind {x} {frm} in {to}?",
+        ],
+        "ja": [
+            "{x}{frm}は何{to}ですか？",
+            "{x}{frm}を{to}に換算してください。",
+            "{x} {frm} = ___ {to}.",
+            "{x}{frm}を{to}で表すといくつですか。",
+        ],
+        "vi": [
+            "{x} {frm} bằng bao nhiêu {to}?",
+            "Đổi {x} {frm} sang {to}.",
+            "{x} {frm} = ___ {to}.",
+            "Hãy biểu diễn {x} {frm} theo đơn vị {to}.",
+            "{x} {frm} là bao nhiêu {to}?",
+        ],
     },
     "temp": {
-        "en": ["What is {c} °C in degrees Fahrenheit?", "Convert {c} °C to °F.", "{c} degrees Celsius is how many degrees Fahrenheit?"],
+        "en": [
+            "What is {c} °C in degrees Fahrenheit?",
+            "Convert {c} °C to °F.",
+            "{c} degrees Celsius is how many degrees Fahrenheit?",
+        ],
         "ko": ["섭씨 {c}도는 화씨 몇 도인가요?", "섭씨 {c}도를 화씨로 바꾸세요.", "{c}°C를 화씨 온도로 나타내면?"],
-        "es": ["¿Cuántos grados Fahrenheit son {c} °C?", "Convierte {c} °C a °F.", "Pasa {c} grados Celsius a Fahrenheit."],
-        "de": ["Wie viel Grad Fahrenheit sind {c} °C?", "Rechne {c} °C in °F um.", "{c} Grad Celsius sind wie viel Grad Fahrenheit?"],
+        "es": [
+            "¿Cuántos grados Fahrenheit son {c} °C?",
+            "Convierte {c} °C a °F.",
+            "Pasa {c} grados Celsius a Fahrenheit.",
+        ],
+        "de": [
+            "Wie viel Grad Fahrenheit sind {c} °C?",
+            "Rechne {c} °C in °F um.",
+            "{c} Grad Celsius sind wie viel Grad Fahrenheit?",
+        ],
         "ja": ["{c}℃は華氏何度ですか？", "摂氏{c}度を華氏に換算してください。", "{c}°Cを°Fで表すといくつですか。"],
         "vi": ["{c} °C bằng bao nhiêu độ F?", "Đổi {c} °C sang độ F.", "{c} độ C là bao nhiêu độ F?"],
     },
     "date": {
-        "en": ["What date is {n} days after {d}? Answer as YYYY-MM-DD.", "Add {n} days to {d} (format YYYY-MM-DD).",
-               "If today is {d}, what is the date in {n} days? Use YYYY-MM-DD."],
-        "ko": ["{d}부터 {n}일 후는 몇 년 몇 월 며칠인가요? YYYY-MM-DD 형식으로 답하세요.",
-               "{d}에 {n}일을 더한 날짜를 YYYY-MM-DD 형식으로 쓰세요.",
-               "오늘 날짜: {d}. {n}일 뒤의 날짜는? (YYYY-MM-DD)"],
-        "es": ["¿Qué fecha es {n} días después del {d}? Responde en formato AAAA-MM-DD.",
-               "Suma {n} días a {d} (formato AAAA-MM-DD).", "Si hoy es {d}, ¿qué fecha será dentro de {n} días? Usa AAAA-MM-DD."],
-        "de": ["Welches Datum ist {n} Tage nach dem {d}? Antworte im Format JJJJ-MM-TT.",
-               "Addiere {n} Tage zu {d} (Format JJJJ-MM-TT).", "Wenn heute der {d} ist, welches Datum ist in {n} Tagen? Format JJJJ-MM-TT."],
-        "ja": ["{d}の{n}日後は何日ですか？YYYY-MM-DD形式で答えてください。", "{d}に{n}日を足した日付をYYYY-MM-DDで書いてください。",
-               "今日が{d}なら、{n}日後の日付は？（YYYY-MM-DD）"],
-        "vi": ["Ngày nào là {n} ngày sau {d}? Trả lời theo dạng YYYY-MM-DD.", "Cộng {n} ngày vào {d} (định dạng YYYY-MM-DD).",
-               "Nếu hôm nay là {d} thì {n} ngày nữa là ngày nào? Dùng YYYY-MM-DD."],
+        "en": [
+            "What date is {n} days after {d}? Answer as YYYY-MM-DD.",
+            "Add {n} days to {d} (format YYYY-MM-DD).",
+            "If today is {d}, what is the date in {n} days? Use YYYY-MM-DD.",
+        ],
+        "ko": [
+            "{d}부터 {n}일 후는 몇 년 몇 월 며칠인가요? YYYY-MM-DD 형식으로 답하세요.",
+            "{d}에 {n}일을 더한 날짜를 YYYY-MM-DD 형식으로 쓰세요.",
+            "오늘 날짜: {d}. {n}일 뒤의 날짜는? (YYYY-MM-DD)",
+        ],
+        "es": [
+            "¿Qué fecha es {n} días después del {d}? Responde en formato AAAA-MM-DD.",
+            "Suma {n} días a {d} (formato AAAA-MM-DD).",
+            "Si hoy es {d}, ¿qué fecha será dentro de {n} días? Usa AAAA-MM-DD.",
+        ],
+        "de": [
+            "Welches Datum ist {n} Tage nach dem {d}? Antworte im Format JJJJ-MM-TT.",
+            "Addiere {n} Tage zu {d} (Format JJJJ-MM-TT).",
+            "Wenn heute der {d} ist, welches Datum ist in {n} Tagen? Format JJJJ-MM-TT.",
+        ],
+        "ja": [
+            "{d}の{n}日後は何日ですか？YYYY-MM-DD形式で答えてください。",
+            "{d}に{n}日を足した日付をYYYY-MM-DDで書いてください。",
+            "今日が{d}なら、{n}日後の日付は？（YYYY-MM-DD）",
+        ],
+        "vi": [
+            "Ngày nào là {n} ngày sau {d}? Trả lời theo dạng YYYY-MM-DD.",
+            "Cộng {n} ngày vào {d} (định dạng YYYY-MM-DD).",
+            "Nếu hôm nay là {d} thì {n} ngày nữa là ngày nào? Dùng YYYY-MM-DD.",
+        ],
     },
     "weekday": {
         "en": ["What day of the week was {d}?", "Which weekday is {d}?", "On what day of the week does {d} fall?"],
         "ko": ["{d}은 무슨 요일인가요?", "{d}의 요일을 구하세요.", "{d}은 어떤 요일이었나요?"],
-        "es": ["¿Qué día de la semana fue el {d}?", "¿En qué día de la semana cae el {d}?", "¿Qué día de la semana es {d}?"],
+        "es": [
+            "¿Qué día de la semana fue el {d}?",
+            "¿En qué día de la semana cae el {d}?",
+            "¿Qué día de la semana es {d}?",
+        ],
         "de": ["Welcher Wochentag war der {d}?", "Auf welchen Wochentag fällt der {d}?", "Welcher Wochentag ist {d}?"],
         "ja": ["{d}は何曜日ですか？", "{d}の曜日を答えてください。", "{d}は何曜日でしたか。"],
         "vi": ["Ngày {d} là thứ mấy?", "{d} rơi vào thứ mấy trong tuần?", "Hãy cho biết {d} là thứ mấy."],
@@ -145,8 +207,9 @@ class Convert(Task):
                     frm, to, x = small, big, int(y * k)
                     trace = f"1 {big} = {k} {small}\n{x} ÷ {k} = {_num(y)}"
             U = {u: UNITS[u][lang] for u in (frm, to)}
-            text = pick(rng, PHRASINGS["unit"], lang, x=x, frm=U[frm], to=U[to], frm_eun=U[frm] + particle_for(U[frm], "은"),
-                        frm_eul=U[frm] + particle_for(U[frm], "을"), to_ro=U[to] + particle_for(U[to], "로"),
+            text = pick(rng, PHRASINGS["unit"], lang, x=x, frm=U[frm], to=U[to],
+                        frm_eun=U[frm] + particle_for(U[frm], "은"), frm_eul=U[frm] + particle_for(U[frm], "을"),
+                        to_ro=U[to] + particle_for(U[to], "로"),
                         Cuantos="Cuántas" if to == "h" else "Cuántos", cuantos="cuántas" if to == "h" else "cuántos")
             text += rng.choice(NUMBER_ONLY[lang])
             return Example(user(text), _num(y), trace, {"key": f"convert:{frm}>{to}:{x}", "kind": "unit"})
@@ -155,13 +218,15 @@ class Convert(Task):
             n = rng.randint(1, 400)
             out = d + dt.timedelta(days=n)
             text = pick(rng, PHRASINGS["date"], lang, d=d.isoformat(), n=n)
-            return Example(user(text), out.isoformat(), date_trace(d, n), {"key": f"convert:date:{d}+{n}", "kind": "date"})
+            meta = {"key": f"convert:date:{d}+{n}", "kind": "date"}
+            return Example(user(text), out.isoformat(), date_trace(d, n), meta)
         days = (d - ANCHOR).days
         wd = d.weekday()
         trace = (f"2000-01-01 was a Saturday. From 2000-01-01 to {d.isoformat()} is {days} days.\n"
                  f"{days} mod 7 = {days % 7}; Saturday + {days % 7} days = {WEEKDAYS['en'][wd]}")
         text = pick(rng, PHRASINGS["weekday"], lang, d=d.isoformat())
-        return Example(user(text), WEEKDAYS[lang][wd], trace, {"key": f"convert:weekday:{d}", "kind": "weekday", "weekday": wd})
+        meta = {"key": f"convert:weekday:{d}", "kind": "weekday", "weekday": wd}
+        return Example(user(text), WEEKDAYS[lang][wd], trace, meta)
 
     def score(self, example: Example, content: str, reply) -> float:
         kind = example.meta["kind"]

@@ -43,32 +43,68 @@ CATEGORIES = {  # category -> lang -> (name in a prompt, items)
               "vi": ("màu sắc", ["đỏ", "xanh dương", "xanh lá", "vàng", "đen", "trắng", "tím", "cam"])},
 }
 SENTENCES = {  # topic -> lang -> sentences (the reference replies of the `language` kind)
-    "weather": {"en": ["The weather is sunny and warm today.", "It has been raining since this morning."],
-                "ko": ["오늘은 날씨가 맑고 따뜻합니다.", "아침부터 계속 비가 내리고 있어요."],
-                "es": ["Hoy hace sol y calor.", "Está lloviendo desde esta mañana."],
-                "de": ["Heute ist das Wetter sonnig und warm.", "Es regnet schon seit heute Morgen."],
-                "ja": ["今日は晴れていて暖かいです。", "今朝からずっと雨が降っています。"],
-                "vi": ["Hôm nay trời nắng và ấm áp.", "Trời đã mưa từ sáng đến giờ."]},
-    "food": {"en": ["My favourite food is a warm bowl of noodle soup.", "We ate fresh bread and cheese for breakfast."],
-             "ko": ["제가 제일 좋아하는 음식은 따뜻한 국수입니다.", "우리는 아침으로 갓 구운 빵과 치즈를 먹었어요."],
-             "es": ["Mi comida favorita es una sopa de fideos caliente.", "Desayunamos pan recién hecho con queso."],
-             "de": ["Mein Lieblingsessen ist eine warme Nudelsuppe.", "Zum Frühstück haben wir frisches Brot mit Käse gegessen."],
-             "ja": ["私の好きな食べ物は温かいラーメンです。", "朝ごはんに焼きたてのパンとチーズを食べました。"],
-             "vi": ["Món ăn tôi thích nhất là một bát phở nóng.", "Chúng tôi đã ăn bánh mì mới nướng với phô mai cho bữa sáng."]},
-    "family": {"en": ["My sister and I visit our grandparents every weekend.", "Our family has dinner together every evening."],
-               "ko": ["언니와 저는 주말마다 할머니 댁에 갑니다.", "우리 가족은 매일 저녁 함께 식사를 해요."],
-               "es": ["Mi hermana y yo visitamos a nuestros abuelos cada fin de semana.", "Mi familia cena junta todas las noches."],
-               "de": ["Meine Schwester und ich besuchen jedes Wochenende unsere Großeltern.",
-                      "Unsere Familie isst jeden Abend gemeinsam."],
-               "ja": ["姉と私は毎週末、祖父母の家に行きます。", "私の家族は毎晩一緒に夕食を食べます。"],
-               "vi": ["Chị tôi và tôi về thăm ông bà vào mỗi cuối tuần.", "Gia đình tôi ăn tối cùng nhau mỗi buổi tối."]},
-    "travel": {"en": ["Next summer I want to travel by train along the coast.", "The old town was full of narrow streets and small shops."],
-               "ko": ["내년 여름에는 기차를 타고 바닷가를 따라 여행하고 싶어요.", "그 오래된 마을에는 좁은 골목과 작은 가게가 가득했습니다."],
-               "es": ["El próximo verano quiero viajar en tren por la costa.", "El casco antiguo estaba lleno de calles estrechas y tiendas pequeñas."],
-               "de": ["Nächsten Sommer möchte ich mit dem Zug an der Küste entlang reisen.",
-                      "Die Altstadt war voller enger Gassen und kleiner Läden."],
-               "ja": ["来年の夏は電車で海沿いを旅したいです。", "その古い町には細い路地と小さな店がたくさんありました。"],
-               "vi": ["Mùa hè năm sau tôi muốn đi tàu hỏa dọc theo bờ biển.", "Khu phố cổ đầy những con hẻm hẹp và cửa hàng nhỏ."]},
+    "weather": {
+        "en": ["The weather is sunny and warm today.", "It has been raining since this morning."],
+        "ko": ["오늘은 날씨가 맑고 따뜻합니다.", "아침부터 계속 비가 내리고 있어요."],
+        "es": ["Hoy hace sol y calor.", "Está lloviendo desde esta mañana."],
+        "de": ["Heute ist das Wetter sonnig und warm.", "Es regnet schon seit heute Morgen."],
+        "ja": ["今日は晴れていて暖かいです。", "今朝からずっと雨が降っています。"],
+        "vi": ["Hôm nay trời nắng và ấm áp.", "Trời đã mưa từ sáng đến giờ."],
+    },
+    "food": {
+        "en": ["My favourite food is a warm bowl of noodle soup.", "We ate fresh bread and cheese for breakfast."],
+        "ko": ["제가 제일 좋아하는 음식은 따뜻한 국수입니다.", "우리는 아침으로 갓 구운 빵과 치즈를 먹었어요."],
+        "es": ["Mi comida favorita es una sopa de fideos caliente.", "Desayunamos pan recién hecho con queso."],
+        "de": [
+            "Mein Lieblingsessen ist eine warme Nudelsuppe.",
+            "Zum Frühstück haben wir frisches Brot mit Käse gegessen.",
+        ],
+        "ja": ["私の好きな食べ物は温かいラーメンです。", "朝ごはんに焼きたてのパンとチーズを食べました。"],
+        "vi": [
+            "Món ăn tôi thích nhất là một bát phở nóng.",
+            "Chúng tôi đã ăn bánh mì mới nướng với phô mai cho bữa sáng.",
+        ],
+    },
+    "family": {
+        "en": [
+            "My sister and I visit our grandparents every weekend.",
+            "Our family has dinner together every evening.",
+        ],
+        "ko": ["언니와 저는 주말마다 할머니 댁에 갑니다.", "우리 가족은 매일 저녁 함께 식사를 해요."],
+        "es": [
+            "Mi hermana y yo visitamos a nuestros abuelos cada fin de semana.",
+            "Mi familia cena junta todas las noches.",
+        ],
+        "de": [
+            "Meine Schwester und ich besuchen jedes Wochenende unsere Großeltern.",
+            "Unsere Familie isst jeden Abend gemeinsam.",
+        ],
+        "ja": ["姉と私は毎週末、祖父母の家に行きます。", "私の家族は毎晩一緒に夕食を食べます。"],
+        "vi": ["Chị tôi và tôi về thăm ông bà vào mỗi cuối tuần.", "Gia đình tôi ăn tối cùng nhau mỗi buổi tối."],
+    },
+    "travel": {
+        "en": [
+            "Next summer I want to travel by train along the coast.",
+            "The old town was full of narrow streets and small shops.",
+        ],
+        "ko": [
+            "내년 여름에는 기차를 타고 바닷가를 따라 여행하고 싶어요.",
+            "그 오래된 마을에는 좁은 골목과 작은 가게가 가득했습니다.",
+        ],
+        "es": [
+            "El próximo verano quiero viajar en tren por la costa.",
+            "El casco antiguo estaba lleno de calles estrechas y tiendas pequeñas.",
+        ],
+        "de": [
+            "Nächsten Sommer möchte ich mit dem Zug an der Küste entlang reisen.",
+            "Die Altstadt war voller enger Gassen und kleiner Läden.",
+        ],
+        "ja": ["来年の夏は電車で海沿いを旅したいです。", "その古い町には細い路地と小さな店がたくさんありました。"],
+        "vi": [
+            "Mùa hè năm sau tôi muốn đi tàu hỏa dọc theo bờ biển.",
+            "Khu phố cổ đầy những con hẻm hẹp và cửa hàng nhỏ.",
+        ],
+    },
 }
 TOPICS = {  # topic names as prompts write them
     "weather": {"en": "the weather", "ko": "날씨", "es": "el tiempo", "de": "das Wetter", "ja": "天気", "vi": "thời tiết"},
@@ -85,70 +121,166 @@ CITIES = {"en": ["London", "Seoul", "Madrid", "Berlin", "Tokyo", "Hanoi"],
 
 PHRASINGS = {
     "count": {
-        "en": ["Name exactly {n} {cat}, separated by commas.", "List {n} {cat} (exactly {n}), comma-separated, nothing else.",
-               "Give me exactly {n} {cat} as a comma-separated list."],
-        "ko": ["{cat_eul} 정확히 {n}개, 쉼표로 구분해서 말해 주세요.", "{cat} {n}가지를 쉼표로 구분해 나열하세요. 정확히 {n}개만 쓰세요.",
-               "정확히 {n}개의 {cat} 이름을 쉼표로 이어서 써 주세요."],
-        "es": ["Nombra exactamente {n} {cat} en una lista separada por comas.", "Enumera {n} {cat} (exactamente {n}) con comas entre ellos y nada más.",
-               "Dame exactamente {n} {cat} en una lista separada por comas."],
-        "de": ["Nenne genau {n} {cat}, durch Kommas getrennt.", "Zähle {n} {cat} auf (genau {n}), mit Kommas getrennt, sonst nichts.",
-               "Gib mir genau {n} {cat} als kommagetrennte Liste."],
-        "ja": ["{cat}をちょうど{n}つ、読点で区切って挙げてください。", "{cat}の名前を{n}個（ちょうど{n}個）、「、」で区切って書いてください。",
-               "{cat}をきっかり{n}つ、区切って並べてください。"],
-        "vi": ["Hãy kể tên đúng {n} {cat}, cách nhau bằng dấu phẩy.", "Liệt kê {n} {cat} (đúng {n}), ngăn cách bằng dấu phẩy, không viết gì thêm.",
-               "Cho tôi đúng {n} {cat} dưới dạng danh sách cách nhau bởi dấu phẩy."],
+        "en": [
+            "Name exactly {n} {cat}, separated by commas.",
+            "List {n} {cat} (exactly {n}), comma-separated, nothing else.",
+            "Give me exactly {n} {cat} as a comma-separated list.",
+        ],
+        "ko": [
+            "{cat_eul} 정확히 {n}개, 쉼표로 구분해서 말해 주세요.",
+            "{cat} {n}가지를 쉼표로 구분해 나열하세요. 정확히 {n}개만 쓰세요.",
+            "정확히 {n}개의 {cat} 이름을 쉼표로 이어서 써 주세요.",
+        ],
+        "es": [
+            "Nombra exactamente {n} {cat} en una lista separada por comas.",
+            "Enumera {n} {cat} (exactamente {n}) con comas entre ellos y nada más.",
+            "Dame exactamente {n} {cat} en una lista separada por comas.",
+        ],
+        "de": [
+            "Nenne genau {n} {cat}, durch Kommas getrennt.",
+            "Zähle {n} {cat} auf (genau {n}), mit Kommas getrennt, sonst nichts.",
+            "Gib mir genau {n} {cat} als kommagetrennte Liste.",
+        ],
+        "ja": [
+            "{cat}をちょうど{n}つ、読点で区切って挙げてください。",
+            "{cat}の名前を{n}個（ちょうど{n}個）、「、」で区切って書いてください。",
+            "{cat}をきっかり{n}つ、区切って並べてください。",
+        ],
+        "vi": [
+            "Hãy kể tên đúng {n} {cat}, cách nhau bằng dấu phẩy.",
+            "Liệt kê {n} {cat} (đúng {n}), ngăn cách bằng dấu phẩy, không viết gì thêm.",
+            "Cho tôi đúng {n} {cat} dưới dạng danh sách cách nhau bởi dấu phẩy.",
+        ],
     },
     "include": {
-        "en": ["Name exactly {n} {cat}, separated by commas. One of them must be {kw}.",
-               "List exactly {n} {cat}, comma-separated, and include {kw}."],
-        "ko": ["{cat_eul} 정확히 {n}개 쉼표로 구분해 쓰세요. 그중 하나는 반드시 {kw_ieoya} 합니다.",
-               "{kw_reul} 포함해서 {cat} 정확히 {n}개를 쉼표로 나열하세요."],
-        "es": ["Nombra exactamente {n} {cat} en una lista separada por comas. En la lista debe estar {kw}.",
-               "Escribe una lista de exactamente {n} {cat}, separada por comas, que incluya {kw}."],
-        "de": ["Nenne genau {n} {cat}, durch Kommas getrennt. Eines davon muss {kw} sein.",
-               "Zähle genau {n} {cat} mit Kommas getrennt auf und nimm {kw} mit auf."],
-        "ja": ["{cat}をちょうど{n}つ、読点で区切って挙げてください。その中に必ず{kw}を入れてください。",
-               "{kw}を含めて、{cat}をちょうど{n}つ区切って並べてください。"],
-        "vi": ["Hãy kể tên đúng {n} {cat}, cách nhau bằng dấu phẩy. Một trong số đó phải là {kw}.",
-               "Liệt kê đúng {n} {cat}, ngăn cách bằng dấu phẩy, và phải có {kw}."],
+        "en": [
+            "Name exactly {n} {cat}, separated by commas. One of them must be {kw}.",
+            "List exactly {n} {cat}, comma-separated, and include {kw}.",
+        ],
+        "ko": [
+            "{cat_eul} 정확히 {n}개 쉼표로 구분해 쓰세요. 그중 하나는 반드시 {kw_ieoya} 합니다.",
+            "{kw_reul} 포함해서 {cat} 정확히 {n}개를 쉼표로 나열하세요.",
+        ],
+        "es": [
+            "Nombra exactamente {n} {cat} en una lista separada por comas. En la lista debe estar {kw}.",
+            "Escribe una lista de exactamente {n} {cat}, separada por comas, que incluya {kw}.",
+        ],
+        "de": [
+            "Nenne genau {n} {cat}, durch Kommas getrennt. Eines davon muss {kw} sein.",
+            "Zähle genau {n} {cat} mit Kommas getrennt auf und nimm {kw} mit auf.",
+        ],
+        "ja": [
+            "{cat}をちょうど{n}つ、読点で区切って挙げてください。その中に必ず{kw}を入れてください。",
+            "{kw}を含めて、{cat}をちょうど{n}つ区切って並べてください。",
+        ],
+        "vi": [
+            "Hãy kể tên đúng {n} {cat}, cách nhau bằng dấu phẩy. Một trong số đó phải là {kw}.",
+            "Liệt kê đúng {n} {cat}, ngăn cách bằng dấu phẩy, và phải có {kw}.",
+        ],
     },
     "avoid": {
-        "en": ["Name exactly {n} {cat}, separated by commas, but do not mention {kw}.",
-               "List exactly {n} {cat}, comma-separated; {kw} must not appear."],
-        "ko": ["{cat_eul} 정확히 {n}개 쉼표로 구분해 쓰되, {kw_neun} 빼 주세요.",
-               "{kw_neun} 절대 쓰지 말고 {cat} 정확히 {n}개를 쉼표로 나열하세요."],
-        "es": ["Nombra exactamente {n} {cat} en una lista separada por comas, pero no menciones {kw}.",
-               "Escribe una lista de exactamente {n} {cat}, separada por comas; {kw} no debe aparecer."],
-        "de": ["Nenne genau {n} {cat}, durch Kommas getrennt, aber erwähne {kw} nicht.",
-               "Zähle genau {n} {cat} mit Kommas getrennt auf; {kw} darf nicht vorkommen."],
-        "ja": ["{cat}をちょうど{n}つ、読点で区切って挙げてください。ただし{kw}は使わないでください。",
-               "{kw}以外の{cat}をちょうど{n}つ、区切って並べてください。"],
-        "vi": ["Hãy kể tên đúng {n} {cat}, cách nhau bằng dấu phẩy, nhưng không được nhắc đến {kw}.",
-               "Liệt kê đúng {n} {cat}, ngăn cách bằng dấu phẩy; không được có {kw}."],
+        "en": [
+            "Name exactly {n} {cat}, separated by commas, but do not mention {kw}.",
+            "List exactly {n} {cat}, comma-separated; {kw} must not appear.",
+        ],
+        "ko": [
+            "{cat_eul} 정확히 {n}개 쉼표로 구분해 쓰되, {kw_neun} 빼 주세요.",
+            "{kw_neun} 절대 쓰지 말고 {cat} 정확히 {n}개를 쉼표로 나열하세요.",
+        ],
+        "es": [
+            "Nombra exactamente {n} {cat} en una lista separada por comas, pero no menciones {kw}.",
+            "Escribe una lista de exactamente {n} {cat}, separada por comas; {kw} no debe aparecer.",
+        ],
+        "de": [
+            "Nenne genau {n} {cat}, durch Kommas getrennt, aber erwähne {kw} nicht.",
+            "Zähle genau {n} {cat} mit Kommas getrennt auf; {kw} darf nicht vorkommen.",
+        ],
+        "ja": [
+            "{cat}をちょうど{n}つ、読点で区切って挙げてください。ただし{kw}は使わないでください。",
+            "{kw}以外の{cat}をちょうど{n}つ、区切って並べてください。",
+        ],
+        "vi": [
+            "Hãy kể tên đúng {n} {cat}, cách nhau bằng dấu phẩy, nhưng không được nhắc đến {kw}.",
+            "Liệt kê đúng {n} {cat}, ngăn cách bằng dấu phẩy; không được có {kw}.",
+        ],
     },
     "json": {
-        "en": ["{fact} Return only a JSON object with exactly the keys {keys}.", "Put this into JSON with the keys {keys} and no others: {fact}"],
-        "ko": ["{fact} 키가 정확히 {keys}인 JSON 객체만 출력하세요.", "다음 내용을 {keys} 키만 가진 JSON으로 바꾸세요: {fact}"],
-        "es": ["{fact} Devuelve solo un objeto JSON con exactamente las claves {keys}.", "Pon esto en JSON con las claves {keys} y ninguna más: {fact}"],
-        "de": ["{fact} Gib nur ein JSON-Objekt mit genau den Schlüsseln {keys} zurück.", "Schreib das als JSON mit den Schlüsseln {keys} und keinen anderen: {fact}"],
-        "ja": ["{fact} キーがちょうど{keys}のJSONオブジェクトだけを出力してください。", "次の内容を、キー{keys}だけを持つJSONにしてください：{fact}"],
-        "vi": ["{fact} Chỉ trả về một đối tượng JSON có đúng các khóa {keys}.", "Hãy chuyển nội dung sau thành JSON với các khóa {keys} và không có khóa nào khác: {fact}"],
+        "en": [
+            "{fact} Return only a JSON object with exactly the keys {keys}.",
+            "Put this into JSON with the keys {keys} and no others: {fact}",
+        ],
+        "ko": [
+            "{fact} 키가 정확히 {keys}인 JSON 객체만 출력하세요.",
+            "다음 내용을 {keys} 키만 가진 JSON으로 바꾸세요: {fact}",
+        ],
+        "es": [
+            "{fact} Devuelve solo un objeto JSON con exactamente las claves {keys}.",
+            "Pon esto en JSON con las claves {keys} y ninguna más: {fact}",
+        ],
+        "de": [
+            "{fact} Gib nur ein JSON-Objekt mit genau den Schlüsseln {keys} zurück.",
+            "Schreib das als JSON mit den Schlüsseln {keys} und keinen anderen: {fact}",
+        ],
+        "ja": [
+            "{fact} キーがちょうど{keys}のJSONオブジェクトだけを出力してください。",
+            "次の内容を、キー{keys}だけを持つJSONにしてください：{fact}",
+        ],
+        "vi": [
+            "{fact} Chỉ trả về một đối tượng JSON có đúng các khóa {keys}.",
+            "Hãy chuyển nội dung sau thành JSON với các khóa {keys} và không có khóa nào khác: {fact}",
+        ],
     },
     "words": {  # Japanese counts characters (文字数), Vietnamese written syllables (chữ): the rules those languages use
-        "en": ["Write one sentence about {topic} in exactly {n} words.", "Say something about {topic} using exactly {n} words, in one sentence."],
-        "ko": ["{topic}에 대해 정확히 {n}개의 단어(띄어쓰기 기준)로 된 한 문장을 쓰세요.", "{topic}에 관한 문장 하나를 딱 {n}단어로 써 주세요."],
-        "es": ["Escribe una frase sobre {topic} con exactamente {n} palabras.", "Di algo sobre {topic} en una sola frase de exactamente {n} palabras."],
-        "de": ["Schreib einen Satz über {topic} mit genau {n} Wörtern.", "Sag in einem Satz aus genau {n} Wörtern etwas über {topic}."],
-        "ja": ["{topic}について、句読点を除いてちょうど{n}文字の文を一つ書いてください。", "{topic}に関する一文を、ちょうど{n}文字（句読点を除く）で書いてください。"],
-        "vi": ["Hãy viết một câu về {topic} gồm đúng {n} chữ.", "Nói một điều về {topic} trong một câu có đúng {n} chữ."],
+        "en": [
+            "Write one sentence about {topic} in exactly {n} words.",
+            "Say something about {topic} using exactly {n} words, in one sentence.",
+        ],
+        "ko": [
+            "{topic}에 대해 정확히 {n}개의 단어(띄어쓰기 기준)로 된 한 문장을 쓰세요.",
+            "{topic}에 관한 문장 하나를 딱 {n}단어로 써 주세요.",
+        ],
+        "es": [
+            "Escribe una frase sobre {topic} con exactamente {n} palabras.",
+            "Di algo sobre {topic} en una sola frase de exactamente {n} palabras.",
+        ],
+        "de": [
+            "Schreib einen Satz über {topic} mit genau {n} Wörtern.",
+            "Sag in einem Satz aus genau {n} Wörtern etwas über {topic}.",
+        ],
+        "ja": [
+            "{topic}について、句読点を除いてちょうど{n}文字の文を一つ書いてください。",
+            "{topic}に関する一文を、ちょうど{n}文字（句読点を除く）で書いてください。",
+        ],
+        "vi": [
+            "Hãy viết một câu về {topic} gồm đúng {n} chữ.",
+            "Nói một điều về {topic} trong một câu có đúng {n} chữ.",
+        ],
     },
     "language": {
-        "en": ["Write one sentence about {topic} in {language}.", "Answer in {language} only: say something about {topic} in one sentence."],
-        "ko": ["{topic}에 대해 {language}로 한 문장을 쓰세요.", "{language}로만 답하세요: {topic}에 관해 한 문장으로 말해 주세요."],
-        "es": ["Escribe una frase sobre {topic} en {language}.", "Responde solo en {language}: di algo sobre {topic} en una frase."],
-        "de": ["Schreib einen Satz über {topic} auf {language}.", "Antworte nur auf {language}: Sag in einem Satz etwas über {topic}."],
-        "ja": ["{topic}について{language}で一文書いてください。", "{language}だけで答えてください：{topic}について一文で述べてください。"],
-        "vi": ["Hãy viết một câu về {topic} bằng {language}.", "Chỉ trả lời bằng {language}: hãy nói một câu về {topic}."],
+        "en": [
+            "Write one sentence about {topic} in {language}.",
+            "Answer in {language} only: say something about {topic} in one sentence.",
+        ],
+        "ko": [
+            "{topic}에 대해 {language}로 한 문장을 쓰세요.",
+            "{language}로만 답하세요: {topic}에 관해 한 문장으로 말해 주세요.",
+        ],
+        "es": [
+            "Escribe una frase sobre {topic} en {language}.",
+            "Responde solo en {language}: di algo sobre {topic} en una frase.",
+        ],
+        "de": [
+            "Schreib einen Satz über {topic} auf {language}.",
+            "Antworte nur auf {language}: Sag in einem Satz etwas über {topic}.",
+        ],
+        "ja": [
+            "{topic}について{language}で一文書いてください。",
+            "{language}だけで答えてください：{topic}について一文で述べてください。",
+        ],
+        "vi": [
+            "Hãy viết một câu về {topic} bằng {language}.",
+            "Chỉ trả lời bằng {language}: hãy nói một câu về {topic}.",
+        ],
     },
 }
 FACTS = {  # the json kind's facts: name, age, city
@@ -232,23 +364,26 @@ class Instruct(Task):
             shown = ", ".join(f'"{k}"' for k in keys)
             text = pick(rng, PHRASINGS["json"], lang, fact=fact, keys=shown)
             answer = json.dumps(obj, ensure_ascii=False)
-            reasoning = f"Keys required: {shown}.\n" + "\n".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in obj.items())
-            return Example(user(text), answer, reasoning, {"key": f"instruct:json:{name}:{age}:{city}", "kind": "json", "object": obj})
+            values = "\n".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in obj.items())
+            meta = {"key": f"instruct:json:{name}:{age}:{city}", "kind": "json", "object": obj}
+            return Example(user(text), answer, f"Keys required: {shown}.\n{values}", meta)
         if kind == "words":
             topic = rng.choice(sorted(SENTENCES))
             answer = rng.choice(SENTENCES[topic][lang])
             n = length(answer, lang)
             text = pick(rng, PHRASINGS["words"], lang, topic=TOPICS[topic][lang], n=n)
             unit = "characters without punctuation" if lang == "ja" else "words"
-            reasoning = f"Rule: one sentence about {TOPICS[topic]['en']}, exactly {n} {unit}.\n{answer}\nThat is {n} {unit}."
-            return Example(user(text), answer, reasoning, {"key": f"instruct:words:{topic}:{n}", "kind": "words", "n": n})
+            rule = f"Rule: one sentence about {TOPICS[topic]['en']}, exactly {n} {unit}."
+            meta = {"key": f"instruct:words:{topic}:{n}", "kind": "words", "n": n}
+            return Example(user(text), answer, f"{rule}\n{answer}\nThat is {n} {unit}.", meta)
         target = rng.choice([x for x in self.langs if x != lang])
         topic = rng.choice(sorted(SENTENCES))
         answer = rng.choice(SENTENCES[topic][target])
         text = pick(rng, PHRASINGS["language"], lang, topic=TOPICS[topic][lang], language=LANGUAGE_NAMES[lang][target])
-        reasoning = f"The reply must be written in {LANGUAGE_NAMES['en'][target]}, one sentence about {TOPICS[topic]['en']}."
-        return Example(user(text), answer, reasoning,
-                       {"key": f"instruct:language:{topic}:{target}", "kind": "language", "target": target, "topic": topic})
+        language, about = LANGUAGE_NAMES["en"][target], TOPICS[topic]["en"]
+        meta = {"key": f"instruct:language:{topic}:{target}", "kind": "language", "target": target, "topic": topic}
+        reasoning = f"The reply must be written in {language}, one sentence about {about}."
+        return Example(user(text), answer, reasoning, meta)
 
     def score(self, example: Example, content: str, reply) -> float:
         kind, meta = example.meta["kind"], example.meta

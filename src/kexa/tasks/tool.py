@@ -55,44 +55,96 @@ CITIES = [  # en, ko, es, de, ja, vi
     ("Mexico City", "멕시코시티", "Ciudad de México", "Mexiko-Stadt", "メキシコシティ", "Thành phố Mexico"),
 ]
 _LANG_INDEX = {"en": 0, "ko": 1, "es": 2, "de": 3, "ja": 4, "vi": 5}
-CONDITIONS = {"en": ["sunny", "cloudy", "rainy", "snowy"], "ko": ["맑음", "흐림", "비", "눈"],
-              "es": ["soleado", "nublado", "lluvioso", "con nieve"], "de": ["sonnig", "bewölkt", "regnerisch", "verschneit"],
-              "ja": ["晴れ", "くもり", "雨", "雪"], "vi": ["nắng", "nhiều mây", "mưa", "có tuyết"]}
+CONDITIONS = {
+    "en": ["sunny", "cloudy", "rainy", "snowy"],
+    "ko": ["맑음", "흐림", "비", "눈"],
+    "es": ["soleado", "nublado", "lluvioso", "con nieve"],
+    "de": ["sonnig", "bewölkt", "regnerisch", "verschneit"],
+    "ja": ["晴れ", "くもり", "雨", "雪"],
+    "vi": ["nắng", "nhiều mây", "mưa", "có tuyết"],
+}
 CURRENCIES = ["USD", "EUR", "KRW", "JPY", "VND", "GBP"]
 
 PHRASINGS = {
     "get_weather": {
-        "en": ["What will the weather be like in {city} on {date}?", "Check the forecast for {city} on {date}.",
-               "How warm will it be in {city} on {date}?"],
-        "ko": ["{date}에 {city}의 날씨는 어떨까요?", "{city}의 {date} 일기 예보를 확인해 주세요.", "{date}에 {city}{eun} 몇 도일까요?"],
-        "es": ["¿Qué tiempo hará en {city} el {date}?", "Consulta el pronóstico para {city} el {date}.",
-               "¿Cuánta temperatura hará en {city} el {date}?"],
-        "de": ["Wie wird das Wetter in {city} am {date}?", "Schau nach der Vorhersage für {city} am {date}.",
-               "Wie warm wird es am {date} in {city}?"],
-        "ja": ["{date}の{city}の天気はどうですか？", "{city}の{date}の天気予報を調べてください。", "{date}、{city}は何度になりますか？"],
-        "vi": ["Thời tiết ở {city} vào ngày {date} thế nào?", "Hãy xem dự báo thời tiết ở {city} ngày {date}.",
-               "Ngày {date} ở {city} nhiệt độ bao nhiêu?"],
+        "en": [
+            "What will the weather be like in {city} on {date}?",
+            "Check the forecast for {city} on {date}.",
+            "How warm will it be in {city} on {date}?",
+        ],
+        "ko": [
+            "{date}에 {city}의 날씨는 어떨까요?",
+            "{city}의 {date} 일기 예보를 확인해 주세요.",
+            "{date}에 {city}{eun} 몇 도일까요?",
+        ],
+        "es": [
+            "¿Qué tiempo hará en {city} el {date}?",
+            "Consulta el pronóstico para {city} el {date}.",
+            "¿Cuánta temperatura hará en {city} el {date}?",
+        ],
+        "de": [
+            "Wie wird das Wetter in {city} am {date}?",
+            "Schau nach der Vorhersage für {city} am {date}.",
+            "Wie warm wird es am {date} in {city}?",
+        ],
+        "ja": [
+            "{date}の{city}の天気はどうですか？",
+            "{city}の{date}の天気予報を調べてください。",
+            "{date}、{city}は何度になりますか？",
+        ],
+        "vi": [
+            "Thời tiết ở {city} vào ngày {date} thế nào?",
+            "Hãy xem dự báo thời tiết ở {city} ngày {date}.",
+            "Ngày {date} ở {city} nhiệt độ bao nhiêu?",
+        ],
     },
     "convert_currency": {
-        "en": ["How much is {amount} {frm} in {to}?", "Convert {amount} {frm} to {to} at today's rate.",
-               "I have {amount} {frm}. How many {to} is that?"],
-        "ko": ["{amount} {frm}{eun} {to}로 얼마인가요?", "오늘 환율로 {amount} {frm}{eul} {to}로 바꿔 주세요.",
-               "{amount} {frm}{ga} 있어요. {to}로 얼마예요?"],
-        "es": ["¿Cuánto son {amount} {frm} en {to}?", "Convierte {amount} {frm} a {to} al cambio de hoy.",
-               "Tengo {amount} {frm}. ¿Cuánto es eso en {to}?"],
-        "de": ["Wie viel sind {amount} {frm} in {to}?", "Rechne {amount} {frm} zum heutigen Kurs in {to} um.",
-               "Ich habe {amount} {frm}. Wie viel {to} sind das?"],
-        "ja": ["{amount} {frm}は{to}でいくらですか？", "今日のレートで{amount} {frm}を{to}に換算してください。",
-               "{amount} {frm}持っています。{to}にするといくらですか？"],
-        "vi": ["{amount} {frm} bằng bao nhiêu {to}?", "Đổi {amount} {frm} sang {to} theo tỷ giá hôm nay.",
-               "Tôi có {amount} {frm}. Như vậy là bao nhiêu {to}?"],
+        "en": [
+            "How much is {amount} {frm} in {to}?",
+            "Convert {amount} {frm} to {to} at today's rate.",
+            "I have {amount} {frm}. How many {to} is that?",
+        ],
+        "ko": [
+            "{amount} {frm}{eun} {to}로 얼마인가요?",
+            "오늘 환율로 {amount} {frm}{eul} {to}로 바꿔 주세요.",
+            "{amount} {frm}{ga} 있어요. {to}로 얼마예요?",
+        ],
+        "es": [
+            "¿Cuánto son {amount} {frm} en {to}?",
+            "Convierte {amount} {frm} a {to} al cambio de hoy.",
+            "Tengo {amount} {frm}. ¿Cuánto es eso en {to}?",
+        ],
+        "de": [
+            "Wie viel sind {amount} {frm} in {to}?",
+            "Rechne {amount} {frm} zum heutigen Kurs in {to} um.",
+            "Ich habe {amount} {frm}. Wie viel {to} sind das?",
+        ],
+        "ja": [
+            "{amount} {frm}は{to}でいくらですか？",
+            "今日のレートで{amount} {frm}を{to}に換算してください。",
+            "{amount} {frm}持っています。{to}にするといくらですか？",
+        ],
+        "vi": [
+            "{amount} {frm} bằng bao nhiêu {to}?",
+            "Đổi {amount} {frm} sang {to} theo tỷ giá hôm nay.",
+            "Tôi có {amount} {frm}. Như vậy là bao nhiêu {to}?",
+        ],
     },
     "calculator": {
         "en": ["Use the calculator to compute {a} × {b}.", "What is {a} × {b}? Use a tool to be exact."],
         "ko": ["계산기로 {a} × {b_reul} 계산해 주세요.", "{a} × {b_eun} 얼마인가요? 정확하게 도구를 써서 계산하세요."],
-        "es": ["Usa la calculadora para calcular {a} × {b}.", "¿Cuánto es {a} × {b}? Usa una herramienta para ser exacto."],
-        "de": ["Berechne {a} × {b} mit dem Taschenrechner.", "Was ist {a} × {b}? Nimm ein Werkzeug, damit es genau ist."],
-        "ja": ["電卓を使って{a} × {b}を計算してください。", "{a} × {b}はいくつですか？正確にするためにツールを使ってください。"],
+        "es": [
+            "Usa la calculadora para calcular {a} × {b}.",
+            "¿Cuánto es {a} × {b}? Usa una herramienta para ser exacto.",
+        ],
+        "de": [
+            "Berechne {a} × {b} mit dem Taschenrechner.",
+            "Was ist {a} × {b}? Nimm ein Werkzeug, damit es genau ist.",
+        ],
+        "ja": [
+            "電卓を使って{a} × {b}を計算してください。",
+            "{a} × {b}はいくつですか？正確にするためにツールを使ってください。",
+        ],
         "vi": ["Dùng máy tính để tính {a} × {b}.", "{a} × {b} bằng bao nhiêu? Hãy dùng công cụ để tính cho chính xác."],
     },
 }
@@ -126,7 +178,8 @@ def evaluate(expression: str) -> float | None:
 
 def call_text(name: str, arguments: dict) -> str:
     """A tool call as the chat template renders it."""
-    return f'<tool_call>{{"name": {json.dumps(name)}, "arguments": {json.dumps(arguments, ensure_ascii=False)}}}</tool_call>'
+    args = json.dumps(arguments, ensure_ascii=False)
+    return f'<tool_call>{{"name": {json.dumps(name)}, "arguments": {args}}}</tool_call>'
 
 
 def _same_number(x, y) -> bool:
@@ -208,7 +261,8 @@ class ToolUse(Task):
         if not isinstance(args, dict):
             return 0.0
         if meta["tool"] == "get_weather":
-            ok = set(args) == {"city", "date"} and str(args["city"]).strip().casefold() in {c.casefold() for c in check["city"]}
+            city = str(args.get("city", "")).strip().casefold()
+            ok = set(args) == {"city", "date"} and city in {c.casefold() for c in check["city"]}
             return float(ok and str(args["date"]).strip() == check["date"])
         if meta["tool"] == "convert_currency":
             return float(set(args) == {"amount", "from", "to"} and _same_number(args["amount"], check["amount"])
