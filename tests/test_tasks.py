@@ -256,3 +256,17 @@ def test_same_examples_in_another_process_with_another_hash_seed():
                          env={**os.environ, "PYTHONHASHSEED": "0"}).stdout
     here = [T.to_row(e)["example"] for n in T.names() for e in T.examples(n, 5, seed=11)]
     assert json.loads(out) == here
+
+
+def test_verbose_replies_are_read_like_a_person_would():
+    strings, sorting = T.get("strings"), T.get("sorting")
+    rng = random.Random(4)
+    ex = next(e for e in (strings.sample(rng, lang="en") for _ in range(50)) if e.meta["op"] == "reverse")
+    w, a = ex.meta["word"], ex.answer
+    assert strings.reward(ex, f'The reversed string is "{a}".') == 1.0
+    assert strings.reward(ex, f"Reversed: **{a}**") == 1.0
+    assert strings.reward(ex, f'"{a}" reversed is "{w}".') == (1.0 if a == w else 0.0)  # the last answer counts
+    ex = next(e for e in (sorting.sample(rng, lang="en") for _ in range(50)) if e.meta["op"] == "asc")
+    shown = ", ".join(map(str, ex.meta["xs"]))
+    assert sorting.reward(ex, f"Input: {shown}\nSorted: {ex.answer}") == 1.0
+    assert sorting.reward(ex, f"{ex.answer}\nInput: {shown}") == 0.0

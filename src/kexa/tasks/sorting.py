@@ -4,7 +4,8 @@ running count.
 
 Tiers set the list: 1 five numbers below 100, 2 eight, 3 twelve, 4 twenty numbers below 1000.
 Problem identity: the operation and the list as a multiset (a shuffled held-out list is the same problem).
-Reward: for a sort, the reply's integers are exactly the sorted list; otherwise math-verify on the number.
+Reward: for a sort, the reply's integers (or those of its last line with numbers) are exactly the
+sorted list; otherwise math-verify on the number.
 """
 
 from __future__ import annotations
@@ -302,6 +303,8 @@ class Sorting(Task):
         return Example(user(text), answer, trace, {"key": key, "op": op, "xs": xs, "k": k})
 
     def score(self, example: Example, content: str, reply) -> float:
-        if example.meta["op"] in ("asc", "desc"):
-            return float(integers(content) == integers(example.answer))
+        if example.meta["op"] in ("asc", "desc"):  # the whole reply's numbers, or its last line's
+            want = integers(example.answer)
+            lines = [integers(line) for line in content.splitlines() if integers(line)]
+            return float(integers(content) == want or bool(lines) and lines[-1] == want)
         return float(math_equal(example.answer, content))

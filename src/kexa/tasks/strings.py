@@ -4,8 +4,9 @@ that spells the word out letter by letter.
 Words are random lowercase strings (letter-level skills must not lean on memorised words); tiers set
 their length: 1 four to six letters, 2 seven to ten, 3 eleven to sixteen. Counting draws from a small
 alphabet so the letter occurs several times. Problem identity: the operation, the word and the letter.
-Reward: reverse/case compare the bare answer exactly (quotes, bold and a final full stop ignored; the
-case matters for case edits); counting is a number, by math-verify.
+Reward: reverse/case compare the answer exactly — the whole reply or the word it ends on (its last
+quoted string, else its last word; quotes, bold and a final full stop ignored; case matters);
+counting is a number, by math-verify.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import string
 
 from .base import Example, Task, pick, user
 from .lang import particle_for
-from .verify import math_equal, plain
+from .verify import final_word, math_equal, plain
 
 LENGTHS = {1: (4, 6), 2: (7, 10), 3: (11, 16)}
 
@@ -175,7 +176,7 @@ class Strings(Task):
     def score(self, example: Example, content: str, reply) -> float:
         if example.meta["op"] == "count":
             return float(math_equal(example.answer, content))
-        return float(plain(content) == example.answer)
+        return float(example.answer in (plain(content), final_word(content)))
 
     def corrupt(self, example: Example, rng: random.Random) -> str:
         if example.meta["op"] == "count":

@@ -70,6 +70,7 @@ def integers(text: str) -> list[int]:
 
 
 _QUOTES = "\"'`“”‘’«»「」『』„‚"
+_QUOTED = re.compile(r"[\"'`“‘«「『„‚]([^\"'`”’»」』“‘]+)[\"'`”’»」』“‘]")
 
 
 def plain(text: str) -> str:
@@ -80,3 +81,13 @@ def plain(text: str) -> str:
         s = s.strip().strip("*").strip(_QUOTES).strip()
         s = re.sub(r"[.。!！]+$", "", s)
     return s
+
+
+def final_word(text: str) -> str:
+    """The answer a sentence ends on: its last quoted string, else its last word, undecorated
+    ('The reversed word is "cba".' -> 'cba'). Like math-verify's last number, the last one counts."""
+    quoted = _QUOTED.findall(text)
+    if quoted:
+        return plain(quoted[-1])
+    words = text.split()
+    return plain(words[-1]) if words else ""
