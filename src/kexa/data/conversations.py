@@ -10,7 +10,8 @@ does not exist — a dataset name for `datasets.load_dataset(name, split=…, da
 
 Every row is checked and normalised into the shape kexa's chat template renders:
 - roles are system / user / assistant / tool; content is a string (text parts of a content list are
-  joined; a tool turn's object content is JSON-encoded);
+  joined; a tool turn's object content is JSON-encoded) that holds no turn-structure special token
+  (`<|endofturn|>`, `<|user|>`, …: tokenised, they would forge turns);
 - assistant reasoning comes from `reasoning_content` (or vLLM's newer `reasoning`), or from a leading
   `<think>…</think>` inside `content`, which is moved into `reasoning_content` — the template reads
   reasoning only from that field and would otherwise train on literal tags after an empty think block;
@@ -36,7 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kexa.tokenizer import specials as S
+
 ROLES = ("system", "user", "assistant", "tool")
+# turn-structure tokens: inside a message's text they would forge turns once tokenised
+_STRUCTURE = (S.SYSTEM, S.USER, S.ASSISTANT, S.TOOL, S.END_OF_TURN, S.TOOL_DECLARE, S.PAD, S.BOS)
 _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.S)
 
 
@@ -71,6 +76,14 @@ class Loaded:
 
 
 def _text(content: Any, where: str) -> str:
+    text = _joined(content, where)
+    forged = [t for t in _STRUCTURE if t in text]
+    if forged:
+        raise ValueError(f"{where}: text contains the special token {forged[0]!r}")
+    return text
+
+
+def _joined(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # TRL/OpenAI content parts
@@ -122,7 +135,7 @@ def _message(m: Any, i: int) -> dict[str, Any]:
         if content is None:
             raise ValueError(f"{where}: assistant turn without content or tool calls")
         text = _text(content, where)
-        reasoning = m.get("reasoning_content", m.get("reasoning"))
+        reasoning = m.get("reasoning_content") or m.get("reasoning")
         think = _THINK.match(text)
         if think:
             if reasoning:
@@ -135,7 +148,7 @@ def _message(m: Any, i: int) -> dict[str, Any]:
             if not isinstance(reasoning, str):
                 raise ValueError(f"{where}: reasoning_content must be a string")
             if reasoning.strip():
-                out["reasoning_content"] = reasoning.strip()
+                out["reasoning_content"] = _text(reasoning.strip(), where)
         if calls:
             out["tool_calls"] = [_tool_call(c, f"{where}, tool call {j + 1}") for j, c in enumerate(calls)]
         return out
