@@ -73,12 +73,10 @@ class Example:
             turn["tool_calls"] = parsed["tool_calls"]
         if reasoning:
             turn["reasoning_content"] = self.reasoning
-        out = [dict(m) for m in self.messages] + [turn]
-        for m in self.after:
-            m = dict(m)
-            if not reasoning:
+        out = [dict(m) for m in self.messages] + [turn] + [dict(m) for m in self.after]
+        if not reasoning:  # no reasoning anywhere (the template would drop it too)
+            for m in out:
                 m.pop("reasoning_content", None)
-            out.append(m)
         return out
 
     def encode(self, tokenizer, reasoning: bool = True):
