@@ -1,0 +1,181 @@
+"""kexa.sandbox: ordinary runs, limits, and attacks that must each fail safely with the host unaffected."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from kexa.sandbox import run_many, run_python
+
+
+def _processes_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    pids.append(int(entry))
+            except FileNotFoundError:
+                pass
+    return pids
+
+
+def test_runs_code_with_stdout_stdin_files_and_exit_codes():
+    r = run_python("import sys, os\nprint(input() * 2, open('data.txt').read(), sorted(os.environ))\nsys.exit(0)",
+                   timeout_s=5, stdin="ab\n", files={"data.txt": "x"})
+    assert r.ok and r.reason == "ok" and r.returncode == 0
+    assert r.stdout == "abab x ['HOME', 'LANG', 'PATH', 'TMPDIR']\n"
+    r = run_python("import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)", timeout_s=5)
+    assert (r.ok, r.reason, r.returncode, r.stdout, r.stderr) == (False, "exit 3", 3, "out\n", "err\n")
+    r = run_python("raise ValueError('boom')", timeout_s=5)
+    assert r.reason == "exit 1" and "ValueError: boom" in r.stderr
+
+
+def test_bad_arguments_are_one_clear_error():
+    with pytest.raises(ValueError, match="timeout_s=0"):
+        run_python("pass", timeout_s=0)
+    with pytest.raises(ValueError, match="outside the work folder"):
+        run_python("pass", files={"../escape.txt": "x"})
+
+
+def test_output_is_capped_and_file_size_limited():
+    r = run_python("print('y' * 100000)", timeout_s=5, max_output_bytes=1000)
+    assert r.ok and r.stdout.startswith("y" * 1000) and r.stdout.endswith("[kexa sandbox: output truncated]")
+    r = run_python("open('big', 'wb').write(b'x' * (4 << 20))", timeout_s=5, file_mb=1)
+    assert r.reason == "file size"
+
+
+def test_attack_socket_cannot_reach_host_or_internet():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    code = f"""
+import socket
+for address in [("127.0.0.1", {port}), ("1.1.1.1", 80)]:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(address)
+        print("CONNECTED", address)
+    except OSError as e:
+        print("refused", e.errno)
+"""
+    r = run_python(code, timeout_s=8)
+    listener_got = None
+    try:
+        listener_got = listener.accept()
+    except BlockingIOError:
+        pass
+    finally:
+        listener.close()
+    assert "CONNECTED" not in r.stdout and r.stdout.count("refused") == 2, r
+    assert listener_got is None
+    assert r.network == "netns"  # this machine allows namespaces; the fallback is tested below
+
+
+def test_attack_write_outside_its_folder(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("safe")
+    tmp_path.chmod(0o777)  # even a world-writable host folder must stay untouched
+    stray = f"/tmp/kexa-sandbox-attack-{uuid.uuid4().hex}"
+    code = f"""
+for path in [{str(victim)!r}, {str(tmp_path / 'new.txt')!r}, {stray!r}, "/etc/kexa-attack", "/dev/shm/kexa-attack"]:
+    try:
+        open(path, "w").write("pwned")
+        print("WROTE", path)
+    except OSError as e:
+        print("denied", e.errno)
+open("inside.txt", "w").write("fine")
+print(open("inside.txt").read())
+"""
+    r = run_python(code, timeout_s=5)
+    assert r.ok and "WROTE" not in r.stdout and r.stdout.count("denied") == 5 and r.stdout.endswith("fine\n"), r
+    assert victim.read_text() == "safe" and not (tmp_path / "new.txt").exists() and not os.path.exists(stray)
+    assert not os.path.exists("/etc/kexa-attack") and not os.path.exists("/dev/shm/kexa-attack")
+
+
+def test_attack_fork_bomb_is_contained():
+    start = time.perf_counter()
+    r = run_python("import os\nwhile True:\n    os.fork()", timeout_s=5, max_procs=32)
+    assert not r.ok and time.perf_counter() - start < 10
+    assert "Resource temporarily unavailable" in r.stderr or r.reason == "timeout"
+    if r.uid != os.getuid():  # per-run uid: nothing of the bomb may survive the run
+        time.sleep(0.2)
+        assert _processes_of(r.uid) == []
+    assert subprocess.run([sys.executable, "-c", "print(7)"], capture_output=True, text=True).stdout == "7\n"
+
+
+def test_attack_allocate_10_gb():
+    r = run_python("x = bytearray(10 * 1024 ** 3)\nprint('ALLOCATED')", timeout_s=5, memory_mb=512)
+    assert (r.ok, r.reason) == (False, "memory") and "ALLOCATED" not in r.stdout
+
+
+def test_attack_infinite_loop_times_out_and_is_killed():
+    start = time.perf_counter()
+    r = run_python("while True:\n    pass", timeout_s=2)
+    assert (r.ok, r.reason) == (False, "timeout")
+    assert time.perf_counter() - start < 6
+    if r.uid != os.getuid():
+        assert _processes_of(r.uid) == []
+
+
+def test_attack_read_the_parents_environment(monkeypatch):
+    secret = f"kexa-secret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("KEXA_TEST_SECRET", secret)
+    code = f"""
+import os
+print(dict(os.environ))
+for pid in ["1", {str(os.getpid())!r}, str(os.getppid())] + os.listdir("/proc"):
+    try:
+        print(open(f"/proc/{{pid}}/environ", "rb").read())
+    except OSError as e:
+        print("denied", pid, e.errno)
+"""
+    r = run_python(code, timeout_s=5)
+    assert secret not in r.stdout and secret not in r.stderr
+    assert "KEXA_TEST_SECRET" not in r.stdout
+
+
+def _interpreter_for_fallback() -> str:
+    """Without a mount namespace a root host's per-run uid must reach the interpreter by itself; the test venv's
+    python may sit under /root (0700), then the system python serves (the program needs only the stdlib)."""
+    from kexa.sandbox import _closed_folders
+    if os.getuid() != 0 or not _closed_folders(os.path.realpath(sys.executable)):
+        return sys.executable
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(candidate) and not _closed_folders(os.path.realpath(candidate)):
+            return candidate
+    pytest.skip("no interpreter an unprivileged uid can reach")
+
+
+def test_fallback_without_namespaces_refuses_network_by_audit_hook():
+    python = _interpreter_for_fallback()
+    r = run_python("import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 9))", timeout_s=5,
+                   namespaces=False, python=python)
+    assert r.network == "audit-hook" and not r.ok and "socket" in r.stderr and "refused" in r.stderr, r
+    r = run_python("import subprocess\nsubprocess.run(['true'])", timeout_s=5, namespaces=False, python=python)
+    assert not r.ok and "subprocess.Popen refused" in r.stderr
+    r = run_python("print(sum(range(10)))", timeout_s=5, namespaces=False, python=python)
+    assert r.ok and r.stdout == "45\n"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="the case of a root host")
+def test_fallback_refuses_an_unreachable_interpreter_with_a_clear_error():
+    from kexa.sandbox import _closed_folders
+    if not _closed_folders(os.path.realpath(sys.executable)):
+        pytest.skip("this interpreter is reachable by every uid")
+    r = run_python("print(1)", timeout_s=5, namespaces=False)
+    assert r.reason == "sandbox error" and "cannot enter" in r.stderr
+
+
+def test_run_many_keeps_order_and_isolates_each_program():
+    programs = [f"print({i} * {i})" for i in range(4)] + ["raise SystemExit(2)"]
+    results = run_many(programs, timeout_s=5, workers=2)
+    assert [r.stdout for r in results[:4]] == ["0\n", "1\n", "4\n", "9\n"]
+    assert results[4].reason == "exit 2"
