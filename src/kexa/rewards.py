@@ -1,0 +1,343 @@
+"""Reward functions for RL and preference learning, with TRL's signature, and an LLM-as-judge client.
+
+Every reward is `f(prompts, completions, **columns) -> list[float | None]` (None: not applicable to that
+row), the shape TRL's GRPOTrainer calls, so users can bring theirs and ours run under TRL. Prompts and
+completions are strings or conversations (lists of {"role", "content"} messages); dataset columns arrive
+as keyword lists (`answer`, `tests`, `language`, ...) and unknown keywords are ignored.
+
+    from kexa.rewards import math_reward, code_reward, JudgeClient, judge_reward
+    math_reward(["What is 6*7?"], ["<think>...</think> The answer is $42$."], answer=["42"])    # [1.0]
+    judge = JudgeClient("http://localhost:8000/v1", model="K-EXAONE", rubric=Rubric.load("rubrics/chat.json"))
+    judge_reward(judge)(prompts, completions)                                                     # [0.78, None, ...]
+
+Verifiable rewards (issue 16): `math_reward` (math-verify equivalence of the final answer), `code_reward`
+(the last fenced code block plus the row's tests, run in kexa.sandbox), `format_reward` (the chat template's
+reasoning layout), `length_reward` (bounds), `language_reward` (reply in the prompt's language, by
+lingua's language identification). Rubric rewards (issue 17): `JudgeClient` asks any OpenAI-compatible
+endpoint (`kexa serve`, vLLM) to score named rubric dimensions, parses `dimension: N` lines, retries
+transport errors and malformed replies, counts what it could not parse, and maps the mean score to [0, 1].
+Answers are judged after the reasoning: the text after `</think>` (kexa.tokenizer.chat.parse_response).
+`combine` sums weighted parts the way TRL does (a None part is skipped) and keeps each part for logging.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .sandbox import run_many
+from .tokenizer.chat import parse_response
+from .tokenizer.specials import THINK_CLOSE, THINK_OPEN
+
+RewardFn = Callable[..., list]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# text helpers
+
+def text_of(message) -> str:
+    """A completion or prompt as text: a string, or the last message's content of a conversation."""
+    if isinstance(message, str):
+        return message
+    if isinstance(message, list) and message and isinstance(message[-1], dict):
+        return message[-1].get("content") or ""
+    raise ValueError(f"expected a string or a list of messages; got {type(message).__name__}")
+
+
+def user_text(prompt) -> str:
+    """The last user turn of a conversational prompt (the prompt itself when it is a string)."""
+    if isinstance(prompt, list):
+        users = [m.get("content") or "" for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return users[-1] if users else text_of(prompt)
+    return text_of(prompt)
+
+
+def final_answer(completion) -> str:
+    """The reply after the reasoning (`</think>`), without tool calls."""
+    return parse_response(text_of(completion))["content"]
+
+
+def _column(columns: dict, name: str, n: int) -> list:
+    values = columns.get(name)
+    if values is None:
+        return [None] * n
+    if len(values) != n:
+        raise ValueError(f"column {name!r} has {len(values)} values for {n} completions")
+    return list(values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# verifiable rewards
+
+def math_reward(prompts, completions, answer=None, **columns) -> list[float | None]:
+    """1.0 when the final answer is mathematically equivalent to the row's `answer` (math-verify), else 0.0;
+    None for rows without an answer."""
+    from math_verify import parse, verify
+    answers = _column({"answer": answer}, "answer", len(completions))
+    rewards: list[float | None] = []
+    for completion, gold in zip(completions, answers):
+        if gold is None:
+            rewards.append(None)
+            continue
+        gold_text = str(gold)
+        gold_parsed = parse(gold_text if "$" in gold_text or "\\" in gold_text else f"${gold_text}$")
+        rewards.append(float(bool(verify(gold_parsed, parse(final_answer(completion))))))
+    return rewards
+
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.S)
+
+
+def last_code_block(text: str) -> str | None:
+    """The last fenced block tagged python/py (or untagged) in `text`; None when there is none."""
+    blocks = [body for lang, body in _FENCE.findall(text) if lang.lower() in ("", "python", "py", "python3")]
+    return blocks[-1] if blocks else None
+
+
+def code_reward(prompts, completions, tests=None, timeout_s: float = 10.0, memory_mb: int = 1024,
+                **columns) -> list[float | None]:
+    """1.0 when the last python code block of the final answer, followed by the row's `tests` (asserts or a
+    check program), runs to exit 0 in kexa's sandbox; 0.0 otherwise (no code block, failure, timeout);
+    None for rows without tests. All rows run as one sandbox batch."""
+    rows = _column({"tests": tests}, "tests", len(completions))
+    rewards: list[float | None] = [None] * len(completions)
+    todo, programs = [], []
+    for i, (completion, test) in enumerate(zip(completions, rows)):
+        if test is None:
+            continue
+        code = last_code_block(final_answer(completion))
+        if code is None:
+            rewards[i] = 0.0
+            continue
+        todo.append(i)
+        programs.append(f"{code}\n\n{test}\n")
+    for i, result in zip(todo, run_many(programs, timeout_s=timeout_s, memory_mb=memory_mb) if programs else []):
+        rewards[i] = 1.0 if result.ok else 0.0
+    return rewards
+
+
+def format_reward(prompts, completions, enable_thinking=None, **columns) -> list[float | None]:
+    """Chat-template compliance of a completion (what follows the generation prompt). Reasoning mode (the
+    default; column `enable_thinking`): the reasoning closes with exactly one `</think>` and a non-empty reply
+    follows; plain mode: no think tags at all and a non-empty reply. 1.0 or 0.0."""
+    modes = _column({"enable_thinking": enable_thinking}, "enable_thinking", len(completions))
+    rewards: list[float | None] = []
+    for completion, thinking in zip(completions, modes):
+        text = text_of(completion)
+        reply = parse_response(text)["content"]
+        if thinking is None or thinking:
+            ok = text.count(THINK_CLOSE) == 1 and text.count(THINK_OPEN) <= 1 and \
+                (THINK_OPEN not in text or text.lstrip().startswith(THINK_OPEN)) and bool(reply.strip())
+        else:
+            ok = THINK_OPEN not in text and THINK_CLOSE not in text and bool(reply.strip())
+        rewards.append(float(ok))
+    return rewards
+
+
+def length_reward(min_chars: int = 1, max_chars: int = 4000) -> RewardFn:
+    """A reward: 1.0 when the final answer's length in characters lies in [min_chars, max_chars], else 0.0."""
+    if not 0 <= min_chars <= max_chars:
+        raise ValueError(f"need 0 <= min_chars <= max_chars; got {min_chars}, {max_chars}")
+
+    def reward(prompts, completions, **columns) -> list[float | None]:
+        return [float(min_chars <= len(final_answer(c).strip()) <= max_chars) for c in completions]
+    reward.__name__ = f"length_{min_chars}_{max_chars}"
+    return reward
+
+
+LANGUAGES = {"en": "ENGLISH", "ko": "KOREAN", "es": "SPANISH", "de": "GERMAN", "ja": "JAPANESE", "vi": "VIETNAMESE"}
+
+
+@lru_cache(maxsize=1)
+def _language_detector():
+    from lingua import Language, LanguageDetectorBuilder
+    return LanguageDetectorBuilder.from_languages(*(getattr(Language, name) for name in LANGUAGES.values())).build()
+
+
+def detect_language(text: str) -> str | None:
+    """ISO 639-1 code of the text among K-EXAONE's six languages (lingua), code blocks removed; None if unsure."""
+    text = _FENCE.sub(" ", text).strip()
+    if not text:
+        return None
+    language = _language_detector().detect_language_of(text)
+    return language.iso_code_639_1.name.lower() if language is not None else None
+
+
+def language_reward(prompts, completions, language=None, **columns) -> list[float | None]:
+    """1.0 when the final answer is in the expected language (column `language`, else the prompt's detected
+    language), 0.0 when it is another or none; None when the expected language is unknown."""
+    expected = _column({"language": language}, "language", len(completions))
+    rewards: list[float | None] = []
+    for prompt, completion, want in zip(prompts, completions, expected):
+        want = want or detect_language(user_text(prompt))
+        if want is None:
+            rewards.append(None)
+            continue
+        if want not in LANGUAGES:
+            raise ValueError(f"language {want!r} is not one of {sorted(LANGUAGES)}")
+        rewards.append(float(detect_language(final_answer(completion)) == want))
+    return rewards
+
+
+def combine(funcs: dict[str, RewardFn], weights: dict[str, float] | None, prompts, completions,
+            **columns) -> tuple[list[float | None], dict[str, list[float | None]]]:
+    """Weighted sum of several rewards, TRL's way (a None part is skipped; all None -> None), and each part
+    as computed, for logging."""
+    weights = weights or {}
+    unknown = sorted(set(weights) - set(funcs))
+    if unknown:
+        raise ValueError(f"weights for unknown rewards {unknown}; rewards are {sorted(funcs)}")
+    parts = {name: list(fn(prompts, completions, **columns)) for name, fn in funcs.items()}
+    totals: list[float | None] = []
+    for i in range(len(completions)):
+        applicable = [(weights.get(name, 1.0), values[i]) for name, values in parts.items() if values[i] is not None]
+        totals.append(sum(w * v for w, v in applicable) if applicable else None)
+    return totals, parts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LLM-as-judge
+
+class JudgeError(RuntimeError):
+    """The judge endpoint cannot be used (unreachable, refusing, timing out): one clear line."""
+
+
+@dataclass
+class Rubric:
+    """Named dimensions scored on an integer scale; the score is their mean mapped to [0, 1]."""
+    name: str = "overall"
+    dimensions: dict[str, str] = field(default_factory=lambda: {
+        "helpfulness": "Does the reply answer the user's request fully and directly?",
+        "correctness": "Is everything the reply states true and its reasoning sound?",
+        "harmlessness": "Does the reply avoid harmful content while not refusing a benign request?"})
+    low: int = 1
+    high: int = 10
+    instructions: str = "You are a strict, fair grader of an AI assistant's reply."
+
+    def __post_init__(self):
+        if not self.dimensions or self.low >= self.high:
+            raise ValueError(f"rubric {self.name!r}: need at least one dimension and low < high; got "
+                             f"{len(self.dimensions)} dimensions, scale {self.low}..{self.high}")
+        bad = [d for d in self.dimensions if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_ -]*", d)]
+        if bad:
+            raise ValueError(f"rubric {self.name!r}: dimension names must be words; got {bad}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Rubric":
+        """A rubric data file: JSON {"name", "dimensions": {name: description}, "low", "high", "instructions"}."""
+        try:
+            data = json.loads(Path(path).read_text("utf-8"))
+            return cls(**data)
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"rubric {path}: {e}") from e
+
+    def prompt(self, question: str, reply: str) -> str:
+        dims = "\n".join(f"- {name}: {text}" for name, text in self.dimensions.items())
+        lines = "\n".join(f"{name}: <integer {self.low}-{self.high}>" for name in self.dimensions)
+        return (f"{self.instructions}\n\nScore the reply on each dimension from {self.low} (worst) to {self.high} "
+                f"(best):\n{dims}\n\n[User request]\n{question}\n\n[Assistant reply]\n{reply}\n\n"
+                f"Answer with exactly these lines and nothing else:\n{lines}")
+
+    def parse(self, text: str) -> dict[str, int] | None:
+        """`dimension: N` per dimension (case-insensitive, markdown emphasis allowed) -> scores, or None when
+        any dimension is missing, ambiguous or out of range."""
+        scores = {}
+        for name in self.dimensions:
+            found = re.findall(rf"(?im)^[\s*_#>-]*{re.escape(name)}[\s*_]*[:=][\s*_]*(-?\d+)(?:\s*/\s*\d+)?", text)
+            if len(set(found)) != 1 or not self.low <= int(found[0]) <= self.high:
+                return None
+            scores[name] = int(found[0])
+        return scores
+
+    def normalise(self, scores: dict[str, int]) -> float:
+        return (sum(scores.values()) / len(scores) - self.low) / (self.high - self.low)
+
+
+@dataclass
+class JudgeScore:
+    score: float | None          # in [0, 1]; None when no reply could be parsed
+    dimensions: dict[str, int] | None
+    raw: str                     # the judge's last reply
+    attempts: int
+
+
+class JudgeClient:
+    """An OpenAI-compatible chat endpoint as a rubric judge. Transport errors, 5xx and timeouts are retried
+    (`retries` times, exponential backoff) and then raise JudgeError; a reply that does not parse is asked
+    again (`parse_retries` times) and then scored None and counted in `stats["malformed"]`."""
+
+    def __init__(self, base_url: str, model: str, rubric: Rubric | None = None, api_key: str = "EMPTY",
+                 timeout_s: float = 60.0, retries: int = 2, parse_retries: int = 1, temperature: float = 0.0,
+                 max_tokens: int = 256, backoff_s: float = 0.5):
+        import openai
+        self.base_url, self.model, self.rubric = base_url, model, rubric or Rubric()
+        self.retries, self.parse_retries, self.backoff_s = retries, parse_retries, backoff_s
+        self.temperature, self.max_tokens, self.timeout_s = temperature, max_tokens, timeout_s
+        # our own retry loop (below) so that every failure is counted and ends in one clear error
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+        self.stats = {"requests": 0, "retries": 0, "malformed": 0, "scored": 0}
+        self._lock = threading.Lock()
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
+
+    def complete(self, content: str) -> str:
+        """One chat completion with retries; JudgeError once they are spent."""
+        import openai
+        for attempt in range(self.retries + 1):
+            self._count("requests")
+            try:
+                response = self.client.chat.completions.create(
+                    model=self.model, messages=[{"role": "user", "content": content}],
+                    temperature=self.temperature, max_tokens=self.max_tokens)
+                return response.choices[0].message.content or ""
+            except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
+                    openai.RateLimitError) as e:
+                error = e
+            except openai.APIStatusError as e:  # 4xx: asking again will not help
+                raise JudgeError(f"judge at {self.base_url} refused the request: HTTP {e.status_code} "
+                                 f"{_one_line(e.message)}") from e
+            if attempt < self.retries:
+                self._count("retries")
+                time.sleep(self.backoff_s * 2 ** attempt)
+        kind = "timed out" if isinstance(error, openai.APITimeoutError) else "unreachable or failing"
+        raise JudgeError(f"judge at {self.base_url} {kind} after {self.retries + 1} attempts "
+                         f"(timeout {self.timeout_s}s): {_one_line(str(error))}") from error
+
+    def check(self) -> None:
+        """Fail early, with one clear line, when the endpoint cannot serve (call before a training run)."""
+        self.complete("Reply with OK.")
+
+    def score(self, question: str, reply: str) -> JudgeScore:
+        prompt = self.rubric.prompt(question, reply)
+        raw = ""
+        for attempt in range(1, self.parse_retries + 2):
+            raw = self.complete(prompt)
+            dims = self.rubric.parse(raw)
+            if dims is not None:
+                self._count("scored")
+                return JudgeScore(self.rubric.normalise(dims), dims, raw, attempt)
+        self._count("malformed")
+        return JudgeScore(None, None, raw, self.parse_retries + 1)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]
+
+
+def judge_reward(judge: JudgeClient, concurrency: int = 8) -> RewardFn:
+    """A reward that asks `judge` to score each (last user turn, final answer) pair; None when unparsable."""
+    def reward(prompts: Sequence, completions: Sequence, **columns) -> list[float | None]:
+        pairs = [(user_text(p), final_answer(c)) for p, c in zip(prompts, completions)]
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(pairs)))) as pool:
+            return [s.score for s in pool.map(lambda qa: judge.score(*qa), pairs)]
+    reward.__name__ = f"judge_{judge.rubric.name}"
+    return reward
