@@ -179,3 +179,65 @@ def test_run_many_keeps_order_and_isolates_each_program():
     results = run_many(programs, timeout_s=5, workers=2)
     assert [r.stdout for r in results[:4]] == ["0\n", "1\n", "4\n", "9\n"]
     assert results[4].reason == "exit 2"
+
+
+NON_ROOT_SCRIPT = r"""
+import importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("kexa_sandbox", sys.argv[1])
+sandbox = importlib.util.module_from_spec(spec)
+sys.modules["kexa_sandbox"] = sandbox  # dataclasses look the module up
+spec.loader.exec_module(sandbox)
+os.environ["KEXA_TEST_SECRET"] = "non-root-secret"
+attack = '''
+import os, socket
+out = []
+try:
+    socket.create_connection(("1.1.1.1", 80), timeout=2); out.append("CONNECTED")
+except OSError:
+    out.append("no-net")
+for path in [os.environ["HOME"] + "/../escape.txt", "/tmp/kexa-nonroot-escape.txt"]:
+    try:
+        open(path, "w").write("x"); out.append("WROTE")
+    except OSError:
+        out.append("ro")
+for pid in os.listdir("/proc"):
+    try:
+        if b"non-root-secret" in open(f"/proc/{pid}/environ", "rb").read():
+            out.append("SECRET")
+    except OSError:
+        pass
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+remounted = libc.mount(b"none", b"/", None, 32 | 4096, None) == 0  # MS_REMOUNT | MS_BIND without MS_RDONLY
+out.append("REMOUNTED" if remounted else "no-remount")
+print(" ".join(out))
+'''
+r = sandbox.run_python(attack, timeout_s=5)
+print(json.dumps({"uid": os.getuid(), "ok": r.ok, "stdout": r.stdout, "stderr": r.stderr[-400:],
+                  "network": r.network}))
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not os.path.exists("/usr/bin/setpriv") or not os.path.exists("/usr/bin/python3"),
+                    reason="needs root, setpriv and a system python to act as a non-root host")
+def test_non_root_host_gets_the_user_namespace_path():
+    """The same module run by an unprivileged host user: a user namespace instead of root's per-run uid."""
+    import json
+    import shutil
+    import tempfile
+    import kexa.sandbox as sandbox
+    shared = tempfile.mkdtemp(prefix="kexa-nonroot-host-")  # readable by the unprivileged host user
+    try:
+        os.chmod(shared, 0o755)
+        module = shutil.copy(sandbox.__file__, os.path.join(shared, "sandbox.py"))
+        os.chmod(module, 0o644)
+        proc = subprocess.run(["/usr/bin/setpriv", "--reuid=60123", "--regid=60123", "--clear-groups",
+                               "/usr/bin/python3", "-c", NON_ROOT_SCRIPT, module], capture_output=True, text=True,
+                              timeout=60, cwd="/tmp", env={"PATH": "/usr/bin:/bin"})
+    finally:
+        shutil.rmtree(shared)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["uid"] == 60123 and result["network"] == "netns", result
+    assert result["stdout"].split() == ["no-net", "ro", "ro", "no-remount"], result
+    assert not os.path.exists("/tmp/kexa-nonroot-escape.txt")
