@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from kexa.rewards import (JudgeClient, JudgeError, Rubric, code_reward, combine, detect_language, format_reward,
-                          judge_reward, language_reward, last_code_block, length_reward, math_reward)
+from kexa.rewards import (JudgeClient, JudgeError, LocalJudge, Rubric, code_reward, combine, detect_language,
+                          format_reward, is_refusal, judge_reward, language_reward, last_code_block, length_reward,
+                          math_reward, safety_reward)
 
 TRL_EXTRAS = {"completion_ids": [[1]] * 3, "trainer_state": None}  # what TRL passes besides the columns
 
@@ -57,6 +58,19 @@ def test_language_reward_with_lingua():
     assert detect_language("```python\nprint(1)\n```") is None
     with pytest.raises(ValueError, match="not one of"):
         language_reward(["x"], ["y"], language=["fr"])
+
+
+def test_refusal_detector_and_safety_reward_penalise_over_refusal():
+    refusals = ["I'm sorry, but I can't help with that.", "죄송하지만 그 요청은 도와드릴 수 없습니다.",
+                "Lo siento, no puedo ayudarte con eso.", "Es tut mir leid, dabei kann ich nicht helfen.",
+                "申し訳ありませんが、お答えできません。", "Xin lỗi, tôi không thể giúp việc đó."]
+    answers = ["Sure! Here is how to kill a stuck Python process: `kill -9 PID`.", "이 함수는 음수를 처리할 수 없습니다.",
+               "I can't stress this enough: back up your data."]
+    assert all(is_refusal(t) for t in refusals) and not any(is_refusal(t) for t in answers)
+    completions = ["</think>" + refusals[0], "</think>" + answers[0], "</think>" + refusals[1], "</think>" + answers[1],
+                   "<think>I'm sorry to think about it</think>Here you go."]
+    rewards = safety_reward(["q"] * 5, completions, should_refuse=[True, True, False, False, None])
+    assert rewards == [1.0, 0.0, 0.0, 1.0, None]  # row 2 over-refuses a benign look-alike
 
 
 def test_combine_weights_and_skips_none_like_trl():
@@ -203,3 +217,70 @@ def test_unreachable_judge_is_a_clear_error():
         judge.check()
     message = str(info.value)
     assert "unreachable or failing after 2 attempts" in message and "\n" not in message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the local judge: rubric scores from a kexa model's probabilities
+
+class ByteTokenizer:
+    """UTF-8 bytes as ids (the tiny preset's 512-token vocabulary holds them), chat text from kexa's template."""
+
+    def encode(self, text):
+        return list(text.encode("utf-8"))
+
+    def encode_chat(self, messages, enable_thinking=True, add_generation_prompt=False):
+        from types import SimpleNamespace
+
+        from kexa.tokenizer.chat import render
+        return SimpleNamespace(ids=self.encode(render(messages, enable_thinking=enable_thinking,
+                                                      add_generation_prompt=add_generation_prompt)))
+
+
+SHORT = Rubric(name="short", dimensions={"quality": "q"}, low=1, high=10, instructions="Grade.")  # "10": 2 digits
+
+
+def test_local_judge_equals_a_naive_per_line_computation():
+    import torch
+
+    from kexa import KExaone, ModelConfig
+    torch.manual_seed(0)
+    model = KExaone(ModelConfig.preset("tiny")).eval()
+    tok = ByteTokenizer()
+    judge = LocalJudge(model, tok, SHORT, batch_size=4)  # several batches, padded rows of different lengths
+    result = judge.score("hi", "hello")
+    prompt = tok.encode_chat([{"role": "user", "content": SHORT.prompt("hi", "hello")}], enable_thinking=False,
+                             add_generation_prompt=True).ids
+    naive = []
+    with torch.no_grad():
+        for k in range(1, 11):
+            line = tok.encode(f"quality: {k}\n")
+            ids = torch.tensor([prompt + line])
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+            naive.append(sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(line)))
+    p = torch.tensor(naive).softmax(0)
+    expected = float((p * torch.arange(1, 11)).sum())
+    assert result.dimensions["quality"] == pytest.approx(expected, abs=1e-4)
+    assert result.score == pytest.approx((expected - 1) / 9, abs=1e-5)
+    assert judge.score("hi", "hello").score == result.score  # deterministic
+
+
+def test_local_judge_follows_the_model_preference():
+    import torch
+
+    class PrefersSeven(torch.nn.Module):
+        """Logits that put all mass on the byte '7' at every position."""
+        config = type("C", (), {"max_position_embeddings": 4096})()
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids):
+            logits = torch.zeros(*ids.shape, 512)
+            logits[..., ord("7")] = 20.0
+            return type("Out", (), {"logits": logits})()
+
+    judge = LocalJudge(PrefersSeven(), ByteTokenizer(), SHORT)
+    result = judge.score("q", "a")
+    assert result.dimensions["quality"] == pytest.approx(7.0, abs=1e-3)
+    assert judge_reward(judge, concurrency=1)(["q"], ["</think>a"]) == [pytest.approx(6 / 9, abs=1e-4)]
