@@ -90,3 +90,22 @@ def test_bad_input_is_a_clear_error():
         simper_loss(torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(3, 3), torch.ones(3, 3))
     with pytest.raises(ValueError, match="G >= 2"):
         group_advantages(torch.tensor([[1.0], [2.0]]))
+
+
+def test_grouper_raises_the_inverse_perplexity_of_the_best_response():
+    """Fixed G = 4 responses scored 0..3; GROUPER steps must make the best one the most likely."""
+    torch.manual_seed(0)
+    logits = torch.zeros(5, 6, requires_grad=True)  # (T, vocab) position-wise policy
+    responses = torch.tensor([[0, 1, 2, 3, 4], [5, 5, 5, 5, 5], [1, 1, 2, 2, 3], [4, 3, 2, 1, 0]])  # (G, T)
+    scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    adv = group_advantages(scores).flatten()
+    opt = torch.optim.SGD([logits], lr=5.0)
+    for _ in range(100):
+        logp = logits.log_softmax(-1)[torch.arange(5), responses]  # (G, T)
+        loss = grouper_loss(logp, torch.ones(4, 5), adv)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        e = inverse_perplexity(logits.log_softmax(-1)[torch.arange(5), responses], torch.ones(4, 5))
+    assert int(e.argmax()) == 3 and e[3] > 0.9  # from 1/6 at the uniform start

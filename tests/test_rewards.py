@@ -19,7 +19,9 @@ def test_math_reward_uses_math_verify_on_the_final_answer():
     completions = ["<think>6 * 7 = 41? no, 42</think>The answer is $\\boxed{42}$.",
                    "<think>it is 42</think>So the result is 41.",
                    [{"role": "assistant", "content": "</think>It equals $\\frac{84}{2}$"}]]
-    assert math_reward(["q"] * 3, completions, answer=["42", "42", "42"], **TRL_EXTRAS) == [1.0, 0.0, 1.0]
+    # called exactly as TRL's GRPOTrainer calls a reward function: keywords plus completion_ids and trainer_state
+    assert math_reward(prompts=["q"] * 3, completions=completions, answer=["42", "42", "42"], **TRL_EXTRAS) == \
+        [1.0, 0.0, 1.0]
     assert math_reward(["q"] * 3, completions, answer=["0.5", None, "\\frac{84}{2}"], **TRL_EXTRAS) == [0.0, None, 1.0]
 
 

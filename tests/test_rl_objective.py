@@ -113,3 +113,26 @@ def test_agapo_stats():
     assert stats["is_truncated_frac"] == pytest.approx(2 / 5)
     assert stats["adv_abs_mean"] == pytest.approx(1.25)
     assert stats["log_ratio_mean"] == pytest.approx(math.log(3 * 0.5 * 2.5) / 5)
+
+
+def test_agapo_learns_a_bandit_off_policy():
+    """A 3-token-response policy over 4 symbols; reward = fraction of tokens equal to symbol 2. Several optimiser
+    steps per rollout batch (off-policy, IS-weighted) must raise the reward from 0.25 towards 1."""
+    torch.manual_seed(0)
+    logits = torch.zeros(3, 4, requires_grad=True)  # (T, vocab): position-wise policy
+    opt = torch.optim.SGD([logits], lr=2.0)
+    P, G, T = 4, 8, 3
+    for _ in range(30):
+        with torch.no_grad():
+            probs = logits.softmax(-1)  # (T, 4)
+            tokens = torch.multinomial(probs.repeat(P * G, 1), 1).view(P * G, T)  # (rows, T)
+            rollout_logp = probs.log()[torch.arange(T), tokens]  # (rows, T)
+            rewards = (tokens == 2).float().mean(1).view(P, G)
+        adv = group_advantages(rewards).flatten()
+        for _ in range(2):  # the second step is off-policy: π_θ has moved away from μ
+            logp = logits.log_softmax(-1)[torch.arange(T), tokens]
+            loss = agapo_loss(logp, rollout_logp, adv, torch.ones(P * G, T), clip=2.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert logits.softmax(-1)[:, 2].min() > 0.9
