@@ -35,6 +35,11 @@ def test_runs_code_with_stdout_stdin_files_and_exit_codes():
     assert r.reason == "exit 1" and "ValueError: boom" in r.stderr
 
 
+def test_large_stdin_that_is_never_read_does_not_block():
+    r = run_python("print('ignored stdin')", timeout_s=5, stdin="x" * (1 << 20))
+    assert r.ok and r.stdout == "ignored stdin\n"
+
+
 def test_bad_arguments_are_one_clear_error():
     with pytest.raises(ValueError, match="timeout_s=0"):
         run_python("pass", timeout_s=0)

@@ -322,23 +322,22 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, *, std
         spec = {"workdir": str(workdir), "python": python, "env": env, "expose": expose,
                 "cpu_s": max(1, int(timeout_s + 0.999)), "memory_mb": memory_mb, "file_mb": file_mb,
                 "max_procs": max_procs, "namespaces": namespaces}
+        # stdin, stdout and stderr are files in the host-only folder: no pipe to fill and block on, and
+        # RLIMIT_FSIZE caps what the program can write to them
+        in_path, out_path, err_path = host_dir / "stdin", host_dir / "stdout", host_dir / "stderr"
+        in_path.write_text(stdin or "", "utf-8")
         status_r, status_w = os.pipe()
         spec["status_fd"] = status_w
-        out_path, err_path = host_dir / "stdout", host_dir / "stderr"
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)],
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out, stderr=err,
-                env=env, cwd=str(host_dir), start_new_session=True, pass_fds=(status_w,))
-        os.close(status_w)
+        try:
+            with open(in_path, "rb") as inp, open(out_path, "wb") as out, open(err_path, "wb") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)],
+                    stdin=inp, stdout=out, stderr=err, env=env, cwd=str(host_dir), start_new_session=True,
+                    pass_fds=(status_w,))
+        finally:
+            os.close(status_w)
         timed_out = False
         try:
-            if stdin is not None:
-                try:
-                    proc.stdin.write(stdin.encode())
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
             proc.wait(timeout=timeout_s + 1.0)  # + the launcher's start-up
         except subprocess.TimeoutExpired:
             timed_out = True
