@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from kexa.train.rl import EPS, agapo_loss, agapo_stats, group_advantages, leave_one_out, zero_variance_mask
+from kexa.train.rl import (EPS, agapo_loss, agapo_stats, group_advantages, leave_one_out, token_logprobs,
+                           zero_variance_mask)
 
 
 def test_zero_variance_mask_and_leave_one_out_by_hand():
@@ -136,3 +137,18 @@ def test_agapo_learns_a_bandit_off_policy():
             loss.backward()
             opt.step()
     assert logits.softmax(-1)[:, 2].min() > 0.9
+
+
+def test_token_logprobs_equal_log_softmax_gather_with_gradients():
+    torch.manual_seed(2)
+    logits = torch.randn(3, 5, 11, dtype=torch.bfloat16).float().requires_grad_()
+    targets = torch.randint(0, 11, (3, 5))
+    fast = token_logprobs(logits, targets)
+    naive = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+    torch.testing.assert_close(fast, naive)
+    g_fast, = torch.autograd.grad(fast.sum(), logits)
+    g_naive, = torch.autograd.grad(naive.sum(), logits)
+    torch.testing.assert_close(g_fast, g_naive)
+    assert token_logprobs(logits.bfloat16(), targets).dtype == torch.float32
+    with pytest.raises(ValueError, match="do not match"):
+        token_logprobs(logits, targets[:, :4])

@@ -377,6 +377,8 @@ class LocalJudge:
     def line_logprobs(self, prompt_ids: list[int], lines: list[str]) -> "torch.Tensor":
         """(len(lines),) log P(line | prompt) under the model: the sum of the line's token log-probs."""
         import torch
+
+        from .train.rl import token_logprobs
         limit = self.model.config.max_position_embeddings
         rows = [prompt_ids + self.tokenizer.encode(line) for line in lines]
         if max(map(len, rows)) > limit:
@@ -390,8 +392,8 @@ class LocalJudge:
             for i, row in enumerate(chunk):  # right padding: causal attention never lets it reach the real tokens
                 ids[i, :len(row)] = torch.tensor(row)
             with torch.no_grad():
-                logits = self.model(ids.to(device)).logits.float()  # (B, T, V)
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0]  # (B, T-1)
+                logits = self.model(ids.to(device)).logits  # (B, T, V)
+            logp = token_logprobs(logits[:, :-1], ids[:, 1:].to(device))  # (B, T-1)
             for i, row in enumerate(chunk):  # the line's tokens are positions len(prompt)..len(row)-1
                 out.append(logp[i, len(prompt_ids) - 1:len(row) - 1].sum())
         return torch.stack(out).cpu()

@@ -1,10 +1,11 @@
 """AGAPO, K-EXAONE's RL objective: leave-one-out group advantages, global normalisation, zero-variance
 filtering, and an off-policy policy gradient with truncated importance sampling (no KL, no reference model).
 
-    from kexa.train.rl import zero_variance_mask, group_advantages, agapo_loss, agapo_stats
+    from kexa.train.rl import zero_variance_mask, group_advantages, agapo_loss, agapo_stats, token_logprobs
     keep = zero_variance_mask(rewards)                  # (P,) prompts whose G rewards differ
     adv = group_advantages(rewards)                     # (P, G); rows of dropped prompts are 0
-    loss = agapo_loss(logp, rollout_logp, adv.flatten()[rows], mask, clip=2.0)
+    logp = token_logprobs(model(ids).logits[:, :-1], ids[:, 1:])   # (rows, T-1) training forward
+    loss = agapo_loss(logp, rollout_logp, adv.flatten()[rows], mask, clip=2.0)   # rows: the kept responses
 
 The formulas (report §3.4; EXAONE 4.0 §2.4.2 for AGAPO; docs/rl.md):
     A_loo,i  = r_i - 1/(G-1) · Σ_{j≠i} r_j                                   per prompt, G responses
@@ -25,6 +26,7 @@ Choices the report leaves open, settled here and in docs/rl.md: the population s
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 EPS = 1e-6
 
@@ -56,6 +58,18 @@ def group_advantages(rewards: torch.Tensor, eps: float = EPS, unbiased: bool = F
         kept = loo[keep]  # (P_kept, G)
         adv[keep] = (kept - kept.mean()) / (kept.std(unbiased=unbiased) + eps)  # mean is 0: LOO sums to 0 per prompt
     return adv
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) logits and (B, T) target ids -> (B, T) fp32 log π(target): the log-probs AGAPO's `logp` (the
+    training forward) and the rollout's `rollout_logp` must both be, for the same tokens. For a sequence
+    `ids`, `token_logprobs(model(ids).logits[:, :-1], ids[:, 1:])`. Computed by cross_entropy (fused
+    log-softmax + gather) in fp32 whatever the logits' dtype."""
+    if logits.shape[:-1] != targets.shape or logits.dim() != 3:
+        raise ValueError(f"logits (B, T, V) and targets (B, T) do not match: {tuple(logits.shape)}, "
+                         f"{tuple(targets.shape)}")
+    B, T, V = logits.shape
+    return -F.cross_entropy(logits.reshape(B * T, V).float(), targets.reshape(B * T), reduction="none").view(B, T)
 
 
 def _check_rows(logp, rollout_logp, advantages, mask) -> None:
