@@ -38,19 +38,11 @@ What each defence is for:
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import json
 import os
 import resource
-import shutil
 import signal
-import subprocess
 import sys
-import sysconfig
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 # Linux constants (include/uapi/linux/sched.h, mount.h); the same on x86_64 and aarch64.
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -228,8 +220,25 @@ def _launch(spec: dict) -> None:
     os._exit(os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else 125)
 
 
+if __name__ == "__main__":  # the launcher stops here: it never imports what only the host needs (start-up time)
+    try:
+        _launch(json.loads(sys.argv[1]))
+    except BaseException as e:  # noqa: BLE001
+        os.write(2, f"kexa sandbox: launcher failed: {e!r}\n".encode())
+        os._exit(125)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # host side
+
+import dataclasses  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sysconfig  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 _warned_fallback = False
 
@@ -371,11 +380,3 @@ def run_many(programs: list[str], *, workers: int | None = None, **limits) -> li
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda code: run_python(code, **limits), programs))
 
-
-if __name__ == "__main__":
-    try:
-        _launch(json.loads(sys.argv[1]))
-    except BaseException as e:  # noqa: BLE001
-        os.write(2, f"kexa sandbox: launcher failed: {e!r}\n".encode())
-        os._exit(125)
-    sys.exit(0)
