@@ -126,8 +126,10 @@ _AUDIT_BOOT = r"""
 import runpy, sys
 def _refuse(event, args):
     if event.startswith(("socket.", "ctypes.", "subprocess.", "os.exec", "os.posix_spawn", "os.spawn",
-                         "os.system", "os.fork", "os.forkpty", "pty.")):
-        raise PermissionError(f"kexa sandbox: {event} refused (no network namespace; audit-hook fallback)")
+                         "os.system", "os.fork", "os.forkpty", "pty.")) or \
+            (event == "import" and args[0] in ("_posixsubprocess", "_ctypes")):  # their C calls raise no event
+        raise PermissionError(f"kexa sandbox: {event} {args[0] if event == 'import' else ''} refused "
+                              f"(no network namespace; audit-hook fallback)")
 sys.addaudithook(_refuse)
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
