@@ -30,9 +30,11 @@ def test_code_reward_runs_the_last_block_with_the_tests_in_the_sandbox():
     wrong = "</think>```python\ndef add(a, b):\n    return a * b\n```"
     hang = "</think>```python\ndef add(a, b):\n    while True:\n        pass\n```"
     no_code = "</think>def add(a, b): return a + b"
+    hack = "</think>```python\nimport sys\ndef add(a, b):\n    return 0\nsys.exit(0)\n```"  # skips the tests
     tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
-    rewards = code_reward(["q"] * 5, [good, wrong, hang, no_code, good], tests=[tests] * 4 + [None], timeout_s=2)
-    assert rewards == [1.0, 0.0, 0.0, 0.0, None]
+    rewards = code_reward(["q"] * 6, [good, wrong, hang, no_code, hack, good], tests=[tests] * 5 + [None],
+                          timeout_s=2)
+    assert rewards == [1.0, 0.0, 0.0, 0.0, 0.0, None]
     assert last_code_block("```js\nx\n```\n```\ny = 1\n```") == "y = 1\n"
 
 

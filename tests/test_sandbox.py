@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from kexa.sandbox import run_many, run_python
+from kexa.sandbox import run_checks, run_many, run_python
 
 
 def _processes_of(uid: int) -> list[int]:
@@ -248,3 +248,10 @@ def test_non_root_host_gets_the_user_namespace_path():
     assert result["uid"] == 60123 and result["network"] == "netns", result
     assert result["stdout"].split() == ["no-net", "ro", "ro", "no-remount"], result
     assert not os.path.exists("/tmp/kexa-nonroot-escape.txt")
+
+
+def test_run_checks_needs_the_program_to_reach_its_end():
+    checks = run_checks(["assert 1 + 1 == 2", "assert 1 + 1 == 3", "import sys\nsys.exit(0)\nassert False",
+                         "import os\nprint('noise')\nos._exit(0)"], timeout_s=5)
+    assert [passed for passed, _ in checks] == [True, False, False, False]
+    assert [r.ok for _, r in checks] == [True, False, True, True]  # exit 0 alone is not a pass

