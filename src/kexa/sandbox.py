@@ -19,8 +19,9 @@ What each defence is for:
 - network: a fresh network namespace has only a loopback that is down, so every connect fails. Where
   the kernel refuses namespaces (containers without CAP_SYS_ADMIN and without user namespaces) the
   program instead runs under a Python audit hook that refuses socket, ctypes and process-spawning
-  events; `SandboxResult.network` says which ("netns" or "audit-hook"). The hook is weaker (Python's
-  docs say audit hooks are no sandbox), so that fallback is logged loudly.
+  events, writes outside its folder and reads of other processes' /proc entries;
+  `SandboxResult.network` says which ("netns" or "audit-hook"). The hook is weaker (Python's docs say
+  audit hooks are no sandbox), so that fallback is logged loudly.
 - files: everything but the work folder is read-only; the host runs as root here, so the program also
   gets its own uid (200000 + launcher pid), which cannot read 0700 folders (e.g. /root) nor other
   processes' /proc/PID/environ. Folders the interpreter lives under that this uid could not traverse are
@@ -124,13 +125,44 @@ def _drop_capabilities(libc) -> None:
 
 
 _AUDIT_BOOT = r"""
-import runpy, sys
+import os, runpy, sys
+_WORK = os.path.realpath(os.getcwd())
+_SELF = str(os.getpid())
+_SPAWN = ("socket.", "ctypes.", "subprocess.", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "os.fork",
+          "os.forkpty", "pty.")
+_PATHS = {"os.remove": 1, "os.rename": 2, "os.replace": 2, "os.rmdir": 1, "os.mkdir": 1, "os.chmod": 1,
+          "os.chown": 1, "os.link": 2, "os.symlink": 2, "os.truncate": 1, "os.utime": 1, "shutil.rmtree": 1}
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+def _inside(path):
+    if isinstance(path, int) or path is None:  # a descriptor: it was opened through these checks
+        return True
+    full = os.path.realpath(os.fsdecode(path))  # symlinks resolved: a link to outside is outside
+    return full == _WORK or full.startswith(_WORK + os.sep)
+
 def _refuse(event, args):
-    if event.startswith(("socket.", "ctypes.", "subprocess.", "os.exec", "os.posix_spawn", "os.spawn",
-                         "os.system", "os.fork", "os.forkpty", "pty.")) or \
-            (event == "import" and args[0] in ("_posixsubprocess", "_ctypes")):  # their C calls raise no event
-        raise PermissionError(f"kexa sandbox: {event} {args[0] if event == 'import' else ''} refused "
-                              f"(no network namespace; audit-hook fallback)")
+    if event.startswith(_SPAWN) or (event == "import" and args[0] in ("_posixsubprocess", "_ctypes")):
+        why = f"{event} {args[0]}" if event == "import" else event  # those two modules' C calls raise no event
+    elif event in _PATHS and not all(_inside(a) for a in args[:_PATHS[event]] if not isinstance(a, int)):
+        why = f"{event} outside the work folder"
+    elif event == "open":
+        path, mode, flags = args
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & _WRITE)
+        if writing and not _inside(path):
+            why = f"writing {path!r} outside the work folder"
+        elif not isinstance(path, int):
+            parts = os.path.realpath(os.fsdecode(path)).split("/")
+            if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != _SELF:
+                why = f"reading another process's {path!r}"
+            else:
+                return
+        else:
+            return
+    else:
+        return
+    raise PermissionError(f"kexa sandbox: {why} refused (no namespaces; audit-hook fallback)")
+
+sys.dont_write_bytecode = True
 sys.addaudithook(_refuse)
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
