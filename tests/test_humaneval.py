@@ -36,7 +36,7 @@ def test_canonical_solutions_pass_and_wrong_ones_fail(problems):
     # each task: one right, one wrong sample -> pass@1 = 0.5, pass@2 = 1
     assert summary["pass@1"] == pytest.approx(0.5) and summary["pass@2"] == pytest.approx(1.0)
     assert [r["passed"] for r in per_sample] == [True] * 3 + [False] * 3
-    assert summary["network"] == ["netns"] and summary["tasks"] == 3 and summary["samples"] == 6
+    assert summary["network"] in (["netns"], ["audit-hook"]) and summary["tasks"] == 3 and summary["samples"] == 6
     only_canonical, _ = evaluate(canonical, problems, ks=[1, 10])
     only_wrong, _ = evaluate(wrong, problems, ks=[1])
     assert only_canonical["pass@1"] == 1.0 and only_canonical["skipped_k"] == [10]
