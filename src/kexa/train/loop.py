@@ -25,6 +25,7 @@ next-token CE" hands the loop
     `TrainData.eval_set`: its held-out batches `(name, input_ids, labels[, inputs])`;
   - `train(loss=...)`: a StepLoss `(model, batch, mtp_weight, balance_coef) -> (loss, parts, out)`
     whose loss is a mean over the batch's target tokens (labels != -100), like `model_loss`;
+  - `train(extra_eval=...)`: its own evaluation, run with the held-out loss (train.eval_every, last step);
   - the frozen router through `[balance] freeze_router` (BiasBalancer).
 Everything else — token-weighted accumulation, clipping, the non-finite guard, bias updates,
 checkpoints and exact resume (the source's state is saved with the step) — stays the one loop.
@@ -262,12 +263,17 @@ def truncate_metrics(path: Path, step: int) -> None:
 def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool = False,
           init_from: str | Path | None = None, model: KExaone | None = None, quiet: bool = False,
           on_step: Callable[[dict], None] | None = None, loss: StepLoss = model_loss,
-          desc: str = "pretrain") -> TrainResult:
+          extra_eval: Callable[[nn.Module], dict] | None = None, desc: str = "pretrain",
+          load_model: Callable[[Path], KExaone] = KExaone.from_pretrained,
+          export_model: Callable[[KExaone], KExaone] | None = None) -> TrainResult:
     """Run (or resume) the recipe's optimiser steps in `run_dir`; see the module docstring.
 
     init_from: an HF model folder to start from (later stages); model: a ready model for a fresh
     run (tests, benchmarks); on_step(metrics) is called after every logged step; loss: the stage's
-    StepLoss (default: model_loss); desc: the progress bar's label."""
+    StepLoss (default: model_loss); extra_eval(model) -> metrics runs beside the held-out loss on
+    its cadence (a stage's own evaluation, e.g. SFT's task accuracy); desc: the progress bar's label;
+    load_model(folder): how a checkpoint's model/ is read on resume (LoRA: with its adapters);
+    export_model(model): applied once before RUN/model is written (LoRA: merge the adapters)."""
     run_dir = Path(run_dir)
     tc, dc = recipe.train, recipe.data
     device = resolve_device(tc.device)
@@ -289,7 +295,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         if problems:
             raise RecipeError(f"cannot resume from {resume_from}: the recipe differs in\n  " + "\n  ".join(problems)
                               + "\n(use a new --run-dir, or the original recipe)")
-        model = KExaone.from_pretrained(resume_from / ckpt.MODEL)
+        model = load_model(resume_from / ckpt.MODEL)
     elif model is None:
         model = build_model(recipe, data, init_from)
 
@@ -397,8 +403,11 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                      "step_s": dt, "stage": stage, "skipped": not finite, "target_tokens": int(n_global[0]),
                      **balance_metrics}
                 last = step == tc.steps
-                if eval_set and (last or (tc.eval_every and step % tc.eval_every == 0)):
-                    m |= evaluate(model, eval_set, device, tc.dtype, histogram=True)
+                if last or (tc.eval_every and step % tc.eval_every == 0):
+                    if eval_set:
+                        m |= evaluate(model, eval_set, device, tc.dtype, histogram=True)
+                    if extra_eval is not None:
+                        m |= extra_eval(model)
                 history.append(m)
                 if log is not None:
                     log.write(json.dumps(m) + "\n")
@@ -431,6 +440,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     if interrupted is None:
         save(step)
         model_dir = run_dir / "model"
+        if export_model is not None:
+            model = export_model(model)
         if world_size > 1:
             parallel.save_full_pretrained(model, model_dir)
         elif main:
