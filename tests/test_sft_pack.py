@@ -169,3 +169,9 @@ def test_a_too_long_conversation_is_an_error_naming_it_or_skipped_with_a_count(t
     stream = PackedConversations([file_src], [1.0], 64, 2, tok.pad_id, buffer=4)
     x, y, _ = stream.next_batch()
     assert (y != IGNORE).sum() > 0 and file_src.cursor[0] >= 1  # the one conversation, epoch after epoch
+
+
+def test_positions_restart_in_each_document():
+    from kexa.model.transformer import positions_in_documents
+    docs = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2, 2], [0, 1, 1, 1, 1, 1, 1, 1, 1]])
+    assert positions_in_documents(docs).tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3], [0, 0, 1, 2, 3, 4, 5, 6, 7]]
