@@ -161,3 +161,34 @@ def test_bad_inputs_give_one_clear_line(tmp_path, start, capsys):
     assert rc == 1 and "exactly one of task" in err
     rc, err = run("--set", "sft.reasoning_ratio=2")
     assert rc == 1 and "reasoning_ratio must lie in [0, 1]" in err
+
+
+def test_user_files_train_and_bad_rows_are_named_or_counted(tmp_path, start, capsys):
+    pytest.importorskip("kexa.data.conversations")  # the tasks branch's loader (TRL conventions)
+    good = [{"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                          {"role": "assistant", "content": str(i + 1)}]} for i in range(6)]
+    good += [{"prompt": "What is 7 + 7?", "completion": "14"},
+             {"messages": [{"role": "user", "content": "2 + 2?"},
+                           {"role": "assistant", "content": "4", "reasoning_content": "2 plus 2 is 4."}]}]
+    bad = good + [{"messages": [{"role": "bot", "content": "hi"}]}, "{broken json",
+                  {"messages": [{"role": "user", "content": "9 " * 300}, {"role": "assistant", "content": "9"}]}]
+    for name, rows in (("good.jsonl", good), ("bad.jsonl", bad)):
+        (tmp_path / name).write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    (tmp_path / "files.toml").write_text(RECIPE.replace('task = "add"', f'file = "{tmp_path / "good.jsonl"}"')
+                                         .replace('langs = ["en", "ko"]\ntiers = [1, 2]\n', ""))
+
+    def run(config, run_dir, *extra):
+        rc = main(["--config", str(config), "--init-from", str(start / "model"), "--run-dir", str(tmp_path / run_dir),
+                   "--quiet", "--set", "sft.eval_n=0", "--set", "train.steps=2", *extra])
+        return rc, capsys.readouterr().err
+
+    rc, err = run(tmp_path / "files.toml", "good")
+    assert rc == 0, err
+    assert [json.loads(x)["step"] for x in (tmp_path / "good" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    bad_cfg = tmp_path / "bad.toml"
+    bad_cfg.write_text((tmp_path / "files.toml").read_text().replace("good.jsonl", "bad.jsonl"))
+    rc, err = run(bad_cfg, "bad1")
+    assert rc == 1 and f"{tmp_path / 'bad.jsonl'}:9" in err and "bot" in err and err.count("\n") == 1, err
+    rc, err = run(bad_cfg, "bad2", "--skip-bad")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "bad2" / "sft_eval.json").read_text())["skipped_conversations"] == 3

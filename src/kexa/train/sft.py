@@ -151,10 +151,13 @@ def resolve_task(name: str):
 
 
 def read_user_file(path: str, skip_bad: bool) -> tuple[list[dict], int]:
-    """Rows {"messages", "tools"?, "origin"} of a user data file in TRL conventions, and the count of
-    rows skipped as bad; the parsing and validation are kexa.data.conversations'."""
-    from ..data import conversations
-    return conversations.load_conversations(path, skip_bad=skip_bad)
+    """Rows {"messages", "tools", "origin" ("file:line")} of a user data file in TRL conventions and the
+    count of rows skipped as bad; reading and validation are kexa.data.conversations' (DataError
+    names the file and line)."""
+    from ..data.conversations import load_conversations
+    loaded = load_conversations(path, skip_bad=skip_bad)
+    rows = [{"messages": c.messages, "tools": c.tools, "origin": c.source} for c in loaded.conversations]
+    return rows, loaded.skipped
 
 
 @dataclass
