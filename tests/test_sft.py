@@ -192,3 +192,11 @@ def test_user_files_train_and_bad_rows_are_named_or_counted(tmp_path, start, cap
     rc, err = run(bad_cfg, "bad2", "--skip-bad")
     assert rc == 0, err
     assert json.loads((tmp_path / "bad2" / "sft_eval.json").read_text())["skipped_conversations"] == 3
+
+
+def test_shipped_sft_recipes_parse():
+    for name in ("sft_tiny", "sft_nano"):
+        sr = load_sft_recipe(f"configs/{name}.toml")
+        assert sr.sources and all(s.task for s in sr.sources) and sr.lora is None
+        assert sr.recipe.balance.gamma > 0 and sr.recipe.balance.alpha > 0 and sr.recipe.balance.mtp_weight > 0
+    assert load_sft_recipe("configs/sft_tiny.toml", ["lora.rank=8"]).lora.rank == 8
