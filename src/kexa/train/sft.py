@@ -231,6 +231,11 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
     run_dir = Path(run_dir)
     folder = check_model_folder(init_from)
     tokenizer = Tokenizer.from_pretrained(folder)
+    from . import parallel
+    try:  # join the process group first (under torchrun), so the data stream shards by rank
+        parallel.init_distributed(ep_size=sr.recipe.train.ep_size)
+    except ValueError as e:
+        raise RecipeError(f"train.ep_size: {e}") from e
     rank, world_size = world()
     data = build_data(sr, tokenizer, rank, world_size)
     if data.skipped_rows and not quiet and rank == 0:
