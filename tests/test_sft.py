@@ -88,6 +88,9 @@ def test_sft_writes_metrics_model_with_chat_template_eval_report_and_plot(tmp_pa
     assert set(report["after"]["accuracy"]["reasoning"]["add"]) == {"en", "ko"}
     assert report["skipped_conversations"] == 0 and report["after"]["samples"]
     assert (run / "training.png").exists()
+    md = (run / "sft_report.md").read_text()
+    assert "| accuracy | before reasoning | before non-reasoning | after reasoning | after non-reasoning |" in md
+    assert "| add |" in md and "| compliant |" in md and "Sample chats (after)" in md
     model = KExaone.from_pretrained(run / "model")
     assert not torch.equal(model.lm_head.weight, KExaone.from_pretrained(start / "model").lm_head.weight)
     # the exported tokenizer renders the K-EXAONE format through transformers' apply_chat_template

@@ -40,7 +40,9 @@ def score_reply(text: str, reasoning: bool) -> dict[str, bool]:
     tokens kept). Returns each check of CHECKS and "compliant" (all of them)."""
     ended = text.endswith(S.END_OF_TURN)
     body = text[: -len(S.END_OF_TURN)] if ended else text
-    reply = parse_response(body)
+    # read it as the whole assistant turn: in reasoning mode the prompt opened <think>, so a reply that
+    # never closes it is all reasoning and has no answer
+    reply = parse_response(f"{S.THINK_OPEN}\n{body}" if reasoning else body)
     if reasoning:  # the prompt opened <think>: the reply must close it after some reasoning
         think = S.THINK_CLOSE in body and bool(reply["reasoning_content"]) and S.THINK_OPEN not in body
     else:  # the prompt held the empty block: no think tags may follow
@@ -119,3 +121,32 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
         for task, acc in report["accuracy_by_task"][mode].items():
             out[f"eval/accuracy/{mode}/{task}"] = acc
     return out
+
+
+def report_markdown(reports: dict[str, Any], title: str = "SFT: held-out tasks before / after") -> str:
+    """A report-card section from {"before": report, "after": report} (either may be missing): accuracy by
+    task x mode, template compliance per mode and check, and the sample chats of the last report."""
+    cols = [k for k in ("before", "after") if k in reports]
+    if not cols:
+        return ""
+    modes = list(reports[cols[-1]]["accuracy_by_task"])
+    tasks = sorted({t for c in cols for m in modes for t in reports[c]["accuracy_by_task"].get(m, {})})
+    head = [f"{c} {m.replace('_', '-')}" for c in cols for m in modes]
+    last = reports[cols[-1]]
+    lines = [f"## {title}", "",
+             f"{last['n_per_cell']} held-out problems per task x language ({', '.join(last['langs'])}) x mode, "
+             f"tier {last['tier']}, greedy.", "",
+             "| accuracy | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for t in tasks:
+        cells = [reports[c]["accuracy_by_task"].get(m, {}).get(t) for c in cols for m in modes]
+        lines.append(f"| {t} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in cells) + " |")
+    lines += ["", "| compliance | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for check in (*CHECKS, "compliant"):
+        cells = [reports[c]["checks"].get(m, {}).get(check) for c in cols for m in modes]
+        lines.append(f"| {check} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in cells) + " |")
+    lines += ["", "Sample chats (" + cols[-1] + "):", ""]
+    for s in last["samples"]:
+        reply = s["reply"].replace("\n", "\\n")
+        lines.append(f"- *{s['mode']}, {s['task']}, {s['lang']}* — **user:** {s['prompt']} — **model:** `{reply}` "
+                     f"(reference: {s['reference']})")
+    return "\n".join(lines) + "\n"

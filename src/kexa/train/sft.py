@@ -22,7 +22,8 @@ compliance (kexa.eval.tasks_eval); held-out loss on packed held-out task convers
 
 RUN_DIR gets metrics.jsonl (step, loss, ..., eval/accuracy/<mode>, eval/compliance/<mode>),
 checkpoints/ (exact resume), model/ (HF layout + tokenizer + chat template; LoRA merged),
-sft_eval.json (before/after reports, sample chats), training.png (loss, accuracy), sft_recipe.json.
+sft_eval.json (before/after reports, sample chats), sft_report.md (the same as a report-card section),
+training.png (loss, accuracy), sft_recipe.json.
 
 Exit status: 0 done; 130 / 143 after SIGINT / SIGTERM (a checkpoint was saved); 1 for a bad recipe,
 model folder, data file or conversation (one line saying which).
@@ -53,6 +54,7 @@ LANGS = ("ko", "en", "es", "de", "ja", "vi")
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 SFT_RECIPE = "sft_recipe.json"
 EVAL_FILE = "sft_eval.json"
+REPORT_FILE = "sft_report.md"  # the report-card section (accuracy by task x mode before/after, compliance, chats)
 
 
 @dataclass
@@ -171,6 +173,7 @@ class SFTData:
 def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1) -> SFTData:
     """The recipe's training BatchSource, its held-out batches and its tasks."""
     dc, seed, cfg = sr.recipe.data, sr.recipe.train.seed, sr.sft
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id  # never a target
     capacity = dc.seq_len + 1
     sources, skipped, tasks, heldout = [], 0, {}, []
     for s in sr.sources:
@@ -180,7 +183,7 @@ def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1) -> 
             sources.append(TaskSource(s.name, task, tokenizer, s.langs, s.tiers, cfg.reasoning_ratio))
             if cfg.heldout_batches:
                 held = TaskSource(s.name, task, tokenizer, s.langs, s.tiers, cfg.reasoning_ratio, split="heldout")
-                stream = PackedConversations([held], [1.0], dc.seq_len, dc.batch_size, tokenizer.pad_id,
+                stream = PackedConversations([held], [1.0], dc.seq_len, dc.batch_size, pad_id,
                                              seed=seed + 1, rank=rank, world_size=world_size,
                                              buffer=dc.batch_size * world_size * cfg.heldout_batches,
                                              skip_bad=cfg.skip_bad)
@@ -191,7 +194,7 @@ def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1) -> 
             skipped += bad + too_long
             sources.append(ListSource(s.name, items, seed))
     batches = PackedConversations(sources, [s.weight for s in sr.sources], dc.seq_len, dc.batch_size,
-                                  tokenizer.pad_id, seed=seed, rank=rank, world_size=world_size, buffer=cfg.buffer,
+                                  pad_id, seed=seed, rank=rank, world_size=world_size, buffer=cfg.buffer,
                                   skip_bad=cfg.skip_bad)
     return SFTData(batches, heldout, tasks, skipped)
 
@@ -285,6 +288,8 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
     if rank == 0:
         reports["skipped_conversations"] = data.batches.skipped + data.skipped_rows
         eval_path.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        from ..eval.tasks_eval import report_markdown
+        (run_dir / REPORT_FILE).write_text(report_markdown(reports), "utf-8")
     return result
 
 
