@@ -145,7 +145,10 @@ def load_sft_recipe(path: str | Path | None, overrides: list[str] | None = None)
 # ---------------------------------------------------------------------------- data
 def resolve_task(name: str):
     """The kexa.tasks task called `name` (RecipeError listing the known ones otherwise)."""
-    import kexa.tasks
+    try:
+        import kexa.tasks
+    except ImportError as e:
+        raise RecipeError(f"[[source]] task = {name!r} needs the kexa.tasks package ({e})") from None
     try:
         return kexa.tasks.get(name)
     except KeyError as e:
