@@ -126,8 +126,8 @@ def test_sigterm_then_resume_equals_the_uninterrupted_run_bitwise(tmp_path, star
 
 
 def test_lora_sft_trains_adapters_only_and_exports_a_merged_model(tmp_path, start):
-    sr = load_sft_recipe(start / "sft.toml", ["lora.rank=4", "lora.alpha=8", "train.steps=3", "sft.eval_n=0",
-                                              "train.eval_every=0"])
+    sr = load_sft_recipe(start / "sft.toml", ["lora.rank=4", "lora.alpha=8", "train.steps=3", "train.eval_every=0",
+                                              "sft.eval_langs=['en']", "sft.eval_max_new_tokens=4"])
 
     def stop_at_1(m):
         if m["step"] == 1:
@@ -135,7 +135,7 @@ def test_lora_sft_trains_adapters_only_and_exports_a_merged_model(tmp_path, star
 
     assert sft(sr, tmp_path / "lora", start / "model", quiet=True, on_step=stop_at_1).interrupted == "SIGTERM"
     res = sft(sr, tmp_path / "lora", start / "model", resume=True, quiet=True)  # resumes with its adapters
-    assert res.step == 3
+    assert res.step == 3 and "eval/compliance/reasoning" in res.history[-1]  # the engine runs the adapted model
     before, after = KExaone.from_pretrained(start / "model"), KExaone.from_pretrained(tmp_path / "lora" / "model")
     assert torch.equal(before.model.embed_tokens.weight, after.model.embed_tokens.weight)  # frozen base
     q0, q1 = before.model.layers[0].self_attn.q_proj.weight, after.model.layers[0].self_attn.q_proj.weight
