@@ -232,7 +232,7 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
         quiet: bool = False, on_step=None) -> TrainResult:
     """Fine-tune the model in `init_from` on the recipe's conversations; see the module docstring.
     on_step(metrics) is called after every logged step (as in loop.train)."""
-    from ..eval.tasks_eval import evaluate_tasks, flat_metrics
+    from ..eval.tasks_eval import evaluate_tasks, flat_metrics, report_markdown
     from ..tokenizer import Tokenizer
     run_dir = Path(run_dir)
     folder = check_model_folder(init_from)
@@ -285,13 +285,12 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
 
     train_data = TrainData({}, tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, batches=data.batches,
                            eval_set=data.eval_set)
-    result = train(sr.recipe, run_dir, train_data, resume=resume, init_from=None, model=model, quiet=quiet, on_step=on_step,
+    result = train(sr.recipe, run_dir, train_data, resume=resume, model=model, quiet=quiet, on_step=on_step,
                    extra_eval=run_eval if eval_tasks else None, desc="sft", load_model=load_model,
                    export_model=export_model)
     if rank == 0:
         reports["skipped_conversations"] = data.batches.skipped + data.skipped_rows
         eval_path.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n", "utf-8")
-        from ..eval.tasks_eval import report_markdown
         (run_dir / REPORT_FILE).write_text(report_markdown(reports), "utf-8")
     return result
 
