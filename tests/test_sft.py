@@ -188,6 +188,14 @@ def test_user_files_train_and_bad_rows_are_named_or_counted(tmp_path, start, cap
     rc, err = run(tmp_path / "files.toml", "good")
     assert rc == 0, err
     assert [json.loads(x)["step"] for x in (tmp_path / "good" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    rc, err = run(tmp_path / "files.toml", "epochs", "--set", "sft.epochs=2", "--set", "data.batch_size=1")
+    assert rc == 0, err
+    steps = [json.loads(x)["step"] for x in (tmp_path / "epochs" / "metrics.jsonl").read_text().splitlines()]
+    # the run stops at the first step by which 2 x 8 file conversations have been served
+    sr = load_sft_recipe(tmp_path / "files.toml", ["data.batch_size=1"])
+    stream = sft_mod.build_data(sr, Tokenizer.from_pretrained(start / "model"), heldout=False).batches
+    served = [len(stream.next_rows(1)[0]) for _ in range(len(steps))]
+    assert sum(served) >= 16 > sum(served[:-1]) and steps == list(range(1, len(steps) + 1)), (steps, served)
     bad_cfg = tmp_path / "bad.toml"
     bad_cfg.write_text((tmp_path / "files.toml").read_text().replace("good.jsonl", "bad.jsonl"))
     rc, err = run(bad_cfg, "bad1")

@@ -7,7 +7,8 @@
 The recipe is a pre-training recipe ([data] seq_len / batch_size / grad_accum, [optim], [schedule],
 [balance], [train]) plus
     [sft]        reasoning_ratio (share of task examples with a filled <think>; the rest get the
-                 empty think block of enable_thinking=False), skip_bad, pack buffer, evaluation settings
+                 empty think block of enable_thinking=False), epochs (over user files; sets train.steps),
+                 skip_bad, pack buffer, evaluation settings
     [[source]]   name, weight, and either task = "<kexa.tasks name>" (langs, tiers) or
                  file = "<JSONL/parquet in TRL conventions>" (kexa.data.conversations)
     [lora]       optional: rank, alpha, targets, dropout (kexa.train.lora; merged into the export)
@@ -60,6 +61,7 @@ REPORT_FILE = "sft_report.md"  # the report-card section (accuracy by task x mod
 @dataclass
 class SFTConfig:
     reasoning_ratio: float = 0.5  # task examples rendered in reasoning mode (filled <think>); rest non-reasoning
+    epochs: float = 0.0  # > 0: train.steps = the steps that serve this many passes over the user files' conversations
     skip_bad: bool = False  # skip (and count) bad conversations instead of stopping with an error
     buffer: int = 256  # conversations per best-fit packing buffer
     heldout_batches: int = 2  # packed held-out task batches per task source (validation loss)
@@ -72,6 +74,8 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.reasoning_ratio <= 1.0:
             raise ValueError(f"reasoning_ratio must lie in [0, 1], got {self.reasoning_ratio!r}")
+        if not self.epochs >= 0:
+            raise ValueError(f"epochs must be >= 0 (0: train.steps decides), got {self.epochs!r}")
         bad = [k for k in ("buffer", "eval_max_new_tokens") if not isinstance(getattr(self, k), int) or getattr(self, k) < 1]
         bad += [k for k in ("heldout_batches", "eval_n") if not isinstance(getattr(self, k), int) or getattr(self, k) < 0]
         if bad:
@@ -173,8 +177,8 @@ class SFTData:
     skipped_rows: int  # bad rows skipped in user files (skip_bad)
 
 
-def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1) -> SFTData:
-    """The recipe's training BatchSource, its held-out batches and its tasks."""
+def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1, heldout: bool = True) -> SFTData:
+    """The recipe's training BatchSource, its held-out batches (heldout=True) and its tasks."""
     dc, seed, cfg = sr.recipe.data, sr.recipe.train.seed, sr.sft
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id  # never a target
     capacity = dc.seq_len + 1
@@ -184,7 +188,7 @@ def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1) -> 
             task = resolve_task(s.task)
             tasks[s.task] = task
             sources.append(TaskSource(s.name, task, tokenizer, s.langs, s.tiers, cfg.reasoning_ratio))
-            if cfg.heldout_batches:
+            if cfg.heldout_batches and heldout:
                 held = TaskSource(s.name, task, tokenizer, s.langs, s.tiers, cfg.reasoning_ratio, split="heldout")
                 stream = PackedConversations([held], [1.0], dc.seq_len, dc.batch_size, pad_id,
                                              seed=seed + 1, rank=rank, world_size=world_size,
@@ -193,13 +197,30 @@ def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1) -> 
                 heldout += fixed_batches(stream, cfg.heldout_batches, s.name)
         else:
             rows, bad = read_user_file(s.file, cfg.skip_bad)
-            items, too_long = render_conversations(tokenizer, rows, s.file, capacity, cfg.skip_bad)
+            items, too_long = render_conversations(tokenizer, rows, s.name, capacity, cfg.skip_bad)
             skipped += bad + too_long
             sources.append(ListSource(s.name, items, seed))
     batches = PackedConversations(sources, [s.weight for s in sr.sources], dc.seq_len, dc.batch_size,
                                   pad_id, seed=seed, rank=rank, world_size=world_size, buffer=cfg.buffer,
                                   skip_bad=cfg.skip_bad)
     return SFTData(batches, heldout, tasks, skipped)
+
+
+def steps_for_epochs(sr: SFTRecipe, data: SFTData, tokenizer) -> int:
+    """Optimiser steps that serve `sft.epochs` x (all user-file conversations) from the file sources, in
+    the recipe's own stream (a fresh copy, same seed): an epoch is as many file conversations as the
+    files hold (TRL's concatenated dataset); task sources ride along in their weight."""
+    files = {s.name for s in sr.sources if s.file}
+    if not files:
+        raise RecipeError("sft.epochs counts passes over user files: the recipe has no file = '...' source")
+    total = sum(len(src.items) for src in data.batches.sources if src.name in files)
+    stream = build_data(sr, tokenizer, 0, data.batches.world_size, heldout=False).batches  # a fresh stream: the same rows from the start
+    dc, target, served, micro = sr.recipe.data, sr.sft.epochs * total, 0, 0
+    while served < target:
+        rows = stream.next_rows(dc.batch_size * stream.world_size)
+        served += sum(item.source in files for row in rows for item in row)
+        micro += 1
+    return max(1, -(-micro // dc.grad_accum))
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -244,6 +265,9 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
         raise RecipeError(f"train.ep_size: {e}") from e
     rank, world_size = world()
     data = build_data(sr, tokenizer, rank, world_size)
+    if sr.sft.epochs:
+        steps = steps_for_epochs(sr, data, tokenizer)
+        sr = dataclasses.replace(sr, recipe=dataclasses.replace(sr.recipe, train=dataclasses.replace(sr.recipe.train, steps=steps)))
     if data.skipped_rows and not quiet and rank == 0:
         print(f"kexa sft: skipped {data.skipped_rows} bad conversation(s) in the user data (sft.skip_bad)")
     if resume:
