@@ -182,7 +182,7 @@ def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1, hel
     dc, seed, cfg = sr.recipe.data, sr.recipe.train.seed, sr.sft
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id  # never a target
     capacity = dc.seq_len + 1
-    sources, skipped, tasks, heldout = [], 0, {}, []
+    sources, skipped, tasks, eval_set = [], 0, {}, []
     for s in sr.sources:
         if s.task:
             task = resolve_task(s.task)
@@ -194,7 +194,7 @@ def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1, hel
                                              seed=seed + 1, rank=rank, world_size=world_size,
                                              buffer=dc.batch_size * world_size * cfg.heldout_batches,
                                              skip_bad=cfg.skip_bad)
-                heldout += fixed_batches(stream, cfg.heldout_batches, s.name)
+                eval_set += fixed_batches(stream, cfg.heldout_batches, s.name)
         else:
             rows, bad = read_user_file(s.file, cfg.skip_bad)
             items, too_long = render_conversations(tokenizer, rows, s.name, capacity, cfg.skip_bad)
@@ -203,7 +203,7 @@ def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1, hel
     batches = PackedConversations(sources, [s.weight for s in sr.sources], dc.seq_len, dc.batch_size,
                                   pad_id, seed=seed, rank=rank, world_size=world_size, buffer=cfg.buffer,
                                   skip_bad=cfg.skip_bad)
-    return SFTData(batches, heldout, tasks, skipped)
+    return SFTData(batches, eval_set, tasks, skipped)
 
 
 def steps_for_epochs(sr: SFTRecipe, data: SFTData, tokenizer) -> int:
