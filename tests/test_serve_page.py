@@ -166,7 +166,7 @@ def test_model_output_renders_as_text_never_as_markup(page, tmp_path):
     tags = page.evaluate("[...document.querySelectorAll('#log *')].map(e => e.tagName.toLowerCase())")
     assert set(tags) <= {"article", "div", "details", "summary", "p", "strong", "code", "a", "pre", "ul", "ol", "li"}
     attrs = page.evaluate("[...document.querySelectorAll('#log *')].flatMap(e => [...e.attributes].map(a => a.name))")
-    assert set(attrs) <= {"class", "open", "href", "target", "rel", "data-lang", "start", "role", "aria-busy"}
+    assert set(attrs) <= {"class", "open", "href", "target", "rel", "data-lang", "start", "role"}
     assert log.locator(".msg.user .text").inner_text() == "<i>hi</i> & show me"
     text = reply.locator(".content").inner_text()
     assert "<script>window.__pwned = 1</script>" in text and "onerror=\"window.__pwned = 2\">" in text
@@ -285,3 +285,136 @@ def test_bad_input_and_server_errors_show_one_line_and_lose_nothing(page):
     # the failed empty reply is not sent back as history; partial answers are
     assert [m["content"] for m in api.chat_bodies()[-1]["messages"]] == ["keep me", "again", "partial", "and again"]
     assert len(page.problems) == 1 and "status of 400" in page.problems[0]  # Chromium logs the failed fetch
+
+
+# ---- live: the page in front of `kexa serve` on a tiny model ---------------------------------------------
+
+KEY = "sk-page-test"
+TEXT = "the quick brown fox jumps over the lazy dog. 안녕하세요 세계. " * 100
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, browser):
+    """(url, model name) of `kexa serve --api-key KEY` on a tiny model folder (built as test_infer_cli does)."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    import torch
+
+    from kexa import KExaone, ModelConfig
+    from kexa.tokenizer import train_bpe
+
+    d = tmp_path_factory.mktemp("tiny_served")
+    (d / "corpus.txt").write_text(TEXT + "\n", "utf-8")
+    tok = train_bpe([str(d / "corpus.txt")], vocab_size=420)
+    torch.manual_seed(0)
+    KExaone(ModelConfig.preset("tiny").replace(vocab_size=tok.vocab_size)).save_pretrained(d)
+    tok.save_pretrained(d)
+    proc = subprocess.Popen([sys.executable, "-m", "kexa.cli", "serve", "--model", str(d), "--port", "0",
+                             "--api-key", KEY, "--served-model-name", "tiny-page"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen = []
+    try:
+        while True:
+            line = lines.get(timeout=60)
+            seen.append(line)
+            if m := re.search(r"ready at (http://\S+)", line):
+                break
+        yield m.group(1), "tiny-page"
+    except queue.Empty:
+        pytest.fail("kexa serve did not get ready in 60 s:\n" + "".join(seen))
+    finally:
+        proc.terminate()  # SIGTERM: uvicorn's graceful stop
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def open_live(page, url, name):
+    page.goto(f"{url}/")
+    expect(page.locator("#status")).to_contain_text("401")  # the page asks the server, which wants a key
+    page.fill("#api-key", KEY)
+    page.locator("#api-key").dispatch_event("change")
+    expect(page.locator("#model")).to_have_value(name)
+    expect(page.locator("#status")).to_have_text("")
+
+
+def stored_reply(page):
+    return page.evaluate("JSON.parse(localStorage.getItem('kexa-chat/v1')).conversation.at(-1)")
+
+
+@needs_chromium
+def test_live_reply_streams_and_equals_the_api_with_thinking_off_and_on(live, page, tmp_path):
+    from openai import OpenAI
+
+    url, name = live
+    client = OpenAI(base_url=f"{url}/v1", api_key=KEY)
+    open_live(page, url, name)
+    page.fill("#temperature", "0")
+    page.fill("#max_tokens", "16")
+    # every render of the reply, to see it grow event by event rather than arrive whole
+    page.evaluate("""() => { window.renders = [];
+        new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes)
+            if (n.classList.contains('assistant')) window.renders.push(n.querySelector('.content, details .text')?.textContent ?? ''); })
+        .observe(document.getElementById('log'), {childList: true}); }""")
+    for thinking in (False, True):
+        page.set_checked("#thinking", thinking)
+        page.click("#new-chat")
+        page.evaluate("window.renders = []")
+        say(page, "the quick brown")
+        wait_idle(page)
+        reply = stored_reply(page)
+        want = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "the quick brown"}], temperature=0, max_tokens=16,
+            extra_body={"chat_template_kwargs": {"enable_thinking": thinking}}).choices[0]
+        assert "error" not in reply and "stopped" not in reply
+        assert reply["content"] == (want.message.content or "")
+        assert reply["reasoning"] == (getattr(want.message, "reasoning_content", None) or "")
+        assert (reply["reasoning"] != "") == thinking  # a random tiny model never closes its think block
+        assert page.locator(".msg.assistant details.reasoning").count() == int(thinking)
+        grown = [t for t in dict.fromkeys(page.evaluate("window.renders")) if t]
+        assert len(grown) >= 3 and all(b.startswith(a) for a, b in zip(grown, grown[1:])), grown
+    for d in screenshot_dirs(tmp_path):
+        d.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(d / "chat-live-tiny.png"))
+    assert page.problems == [] or all("401" in p for p in page.problems)  # only the keyless models request
+
+
+@needs_chromium
+def test_live_stop_aborts_the_stream_and_the_server_frees_the_slot(live, page):
+    import httpx
+
+    url, name = live
+    open_live(page, url, name)
+    page.fill("#temperature", "0")
+    page.fill("#max_tokens", "4000")
+    say(page, "go on")
+    # (a locator wait: wait_for_function evaluates a string in the page, which the page's CSP forbids)
+    expect(page.locator(".msg.assistant").locator("details .text, .content").first).to_have_text(re.compile(r"\S"))
+    page.click("#stop")
+    wait_idle(page)
+    expect(page.locator(".msg.assistant .meta")).to_contain_text("stopped")
+    reply = stored_reply(page)
+    assert reply["stopped"] and "error" not in reply and (reply["reasoning"] or reply["content"])
+    running = None
+    for _ in range(50):  # the server notices the closed connection and frees the KV-cache slot
+        text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        running = float(re.search(r"^kexa:num_requests_running\{[^}]*\} (\S+)$", text, re.M).group(1))
+        if running == 0:
+            break
+        page.wait_for_timeout(100)
+    assert running == 0
+    # "New chat" in the middle of a reply stops it too and leaves an empty page that still works
+    say(page, "again")
+    expect(page.locator(".msg.assistant").locator("details .text, .content").first).to_have_text(re.compile(r"\S"))
+    page.click("#new-chat")
+    wait_idle(page)
+    expect(page.locator(".msg")).to_have_count(0)
+    assert page.evaluate("JSON.parse(localStorage.getItem('kexa-chat/v1')).conversation") == []
+    assert [p for p in page.problems if "401" not in p] == []
