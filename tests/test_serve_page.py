@@ -101,6 +101,8 @@ class MockAPI:
         if path == "/v1/chat/completions":
             self.requests.append(("chat", req.headers, json.loads(req.post_data)))
             status, body = self.replies.pop(0)
+            if status is None:
+                return route.abort("connectionrefused")
             kind = "text/event-stream" if status == 200 else "application/json"
             return route.fulfill(status=status, content_type=kind, body=body)
         route.fulfill(status=404, body="not found")
@@ -278,13 +280,19 @@ def test_bad_input_and_server_errors_show_one_line_and_lose_nothing(page):
     api.replies.append((200, sse(chunk({"content": "cut"}), done=False)))
     say(page, "and again")
     wait_idle(page)
+    api.replies.append((None, None))  # the server is gone
+    say(page, "anyone?")
+    wait_idle(page)
     replies = page.locator(".msg.assistant")
     assert replies.nth(1).locator(".content").inner_text() == "partial"
     assert replies.nth(1).locator(".error").inner_text() == "engine failed"
     assert replies.nth(2).locator(".error").inner_text() == "the connection closed before the reply finished"
+    assert replies.nth(3).locator(".error").inner_text() == "cannot reach the server: Failed to fetch"
     # the failed empty reply is not sent back as history; partial answers are
-    assert [m["content"] for m in api.chat_bodies()[-1]["messages"]] == ["keep me", "again", "partial", "and again"]
-    assert len(page.problems) == 1 and "status of 400" in page.problems[0]  # Chromium logs the failed fetch
+    assert [m["content"] for m in api.chat_bodies()[-1]["messages"]] == [
+        "keep me", "again", "partial", "and again", "cut", "anyone?"]
+    assert len(page.problems) == 2 and "status of 400" in page.problems[0]  # Chromium logs the failed fetches
+    assert "ERR_CONNECTION_REFUSED" in page.problems[1]
 
 
 # ---- live: the page in front of `kexa serve` on a tiny model ---------------------------------------------
@@ -357,7 +365,7 @@ def test_live_reply_streams_and_equals_the_api_with_thinking_off_and_on(live, pa
     client = OpenAI(base_url=f"{url}/v1", api_key=KEY)
     open_live(page, url, name)
     page.fill("#temperature", "0")
-    page.fill("#max_tokens", "16")
+    page.fill("#max_tokens", "40")
     # every render of the reply, to see it grow event by event rather than arrive whole
     page.evaluate("""() => { window.renders = [];
         new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes)
@@ -370,9 +378,10 @@ def test_live_reply_streams_and_equals_the_api_with_thinking_off_and_on(live, pa
         say(page, "the quick brown")
         wait_idle(page)
         reply = stored_reply(page)
-        want = client.chat.completions.create(
-            model=name, messages=[{"role": "user", "content": "the quick brown"}], temperature=0, max_tokens=16,
-            extra_body={"chat_template_kwargs": {"enable_thinking": thinking}}).choices[0]
+        res = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "the quick brown"}], temperature=0, max_tokens=40,
+            extra_body={"chat_template_kwargs": {"enable_thinking": thinking}})
+        want = res.choices[0]
         assert "error" not in reply and "stopped" not in reply
         assert reply["content"] == (want.message.content or "")
         assert reply["reasoning"] == (getattr(want.message, "reasoning_content", None) or "")
@@ -380,6 +389,7 @@ def test_live_reply_streams_and_equals_the_api_with_thinking_off_and_on(live, pa
         assert page.locator(".msg.assistant details.reasoning").count() == int(thinking)
         grown = [t for t in dict.fromkeys(page.evaluate("window.renders")) if t]
         assert len(grown) >= 3 and all(b.startswith(a) for a, b in zip(grown, grown[1:])), grown
+        print(f"thinking={thinking}: {res.usage.completion_tokens} tokens, {len(grown)} renders")
     for d in screenshot_dirs(tmp_path):
         d.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(d / "chat-live-tiny.png"))
