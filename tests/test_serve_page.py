@@ -146,11 +146,14 @@ def wait_idle(page):
 def test_model_output_renders_as_text_never_as_markup(page, tmp_path):
     api = open_mocked(page)
     content = ["Here: <scr", "ipt>window.__pwned = 1</script> and <img src=x onerror=\"window.__pwned = 2\">\n\n",
-               "**bold** and `<b>code</b>` and [click](javascript:window.__pwned=3) and [docs](https://example.com/a?b=<c>)\n",
-               "\n```html\n<script>window.__pwned = 4</script>\n```\n- item <iframe src=\"javascript:1\"></iframe>\n- two\n3. three\n"]
+               "**bold** and `<b>code</b>` and [click](javascript:window.__pwned=3) and "
+               "[docs](https://example.com/a?b=<c>)\n",
+               "\n```html\n<script>window.__pwned = 4</script>\n```\n"
+               "- item <iframe src=\"javascript:1\"></iframe>\n- two\n3. three\n"]
+    svg = "<svg onload=\"window.__pwned = 5\"></svg> "
     api.replies.append((200, sse(
         chunk({"role": "assistant", "content": ""}),
-        chunk({"reasoning_content": "<svg onload=\"window.__pwned = 5\"></svg> ", "reasoning": "<svg onload=\"window.__pwned = 5\"></svg> "}),
+        chunk({"reasoning_content": svg, "reasoning": svg}),
         chunk({"reasoning": "plan"}),  # a server that sends only vLLM's newer field
         *[chunk({"content": c}) for c in content],
         chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
@@ -244,6 +247,14 @@ def test_request_reasoning_block_and_conversation_kept(page, tmp_path):
     assert page.locator(".msg.assistant").nth(1).locator(".content").inner_text() == "6, of course."
     assert page.input_value("#api-key") == "sk-test" and page.input_value("#top_k") == "5"
     expect(page.locator("#model")).to_have_value("other")
+    # a damaged saved conversation loses its bad entries, not the page
+    page.evaluate("""() => { const s = JSON.parse(localStorage.getItem('kexa-chat/v1'));
+        s.conversation.push(null, {role: 'tool', content: 'x'}, {role: 'user', content: 7},
+                            {role: 'assistant', content: 'ok'});
+        localStorage.setItem('kexa-chat/v1', JSON.stringify(s)); }""")
+    page.reload()
+    expect(page.locator(".msg")).to_have_count(5)
+    assert page.locator(".msg.assistant").nth(2).inner_text().endswith("ok")
     page.click("#new-chat")
     expect(page.locator(".msg")).to_have_count(0)
     assert page.problems == []
@@ -369,7 +380,8 @@ def test_live_reply_streams_and_equals_the_api_with_thinking_off_and_on(live, pa
     # every render of the reply, to see it grow event by event rather than arrive whole
     page.evaluate("""() => { window.renders = [];
         new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes)
-            if (n.classList.contains('assistant')) window.renders.push(n.querySelector('.content, details .text')?.textContent ?? ''); })
+            if (n.classList.contains('assistant'))
+                window.renders.push(n.querySelector('.content, details .text')?.textContent ?? ''); })
         .observe(document.getElementById('log'), {childList: true}); }""")
     for thinking in (False, True):
         page.set_checked("#thinking", thinking)
