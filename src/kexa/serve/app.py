@@ -132,6 +132,8 @@ def create_app(scheduler: Scheduler, tokenizer, model_name: str, api_key: str | 
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         if err.get("type") == "json_invalid":
             return _error(400, f"malformed JSON in the request body: {err.get('msg')}")
+        if not loc and isinstance(err.get("input"), (bytes, str)):  # sent without a JSON content type
+            return _error(400, f"the request body must be a JSON object (got {_short(err.get('input'))})")
         param = ".".join(loc) or None
         return _error(400, f"{param or 'body'}: {err.get('msg')} (got {_short(err.get('input'))})", param)
 
@@ -308,7 +310,7 @@ class _Server:
             try:
                 params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                         top_k=max(top_k, 0), repetition_penalty=body.repetition_penalty or 1.0,
-                                        stop_token_ids=self.stop_ids,
+                                        stop_token_ids=() if body.ignore_eos else self.stop_ids,
                                         seed=None if body.seed is None else body.seed + i)
             except ValueError as e:
                 raise APIError(400, str(e)) from e

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -72,6 +73,14 @@ def build(args):
     return app, scheduler
 
 
+class _Stopped(Exception):
+    pass
+
+
+def _stopped(signum, frame):
+    raise _Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
@@ -91,9 +100,15 @@ def main(argv: list[str] | None = None) -> int:
 
     server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                    timeout_graceful_shutdown=5))
+    # uvicorn catches SIGINT/SIGTERM, drains, then re-raises the signal to the handler it found
+    # installed: make that one end the process cleanly rather than die by the signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped)
     scheduler.start()
     try:
-        server.run()  # installs SIGINT/SIGTERM handlers: graceful shutdown
+        server.run()
+    except _Stopped:
+        pass
     finally:
         scheduler.stop()
     if not server.started:

@@ -99,6 +99,7 @@ class SamplingFields(_Model):
     seed: int | None = None
     n: int = Field(1, ge=1, le=16)
     max_tokens: int | None = Field(None, ge=1)
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
 
 
 class ChatCompletionRequest(SamplingFields):

@@ -5,7 +5,7 @@ writes it (the generation prompt's `<think>\\n` — or the closed empty think bl
 off — followed by the model's text). Streaming re-parses the text received so far and sends the
 growth of the reasoning and content strings and the newly completed tool calls; text that may still
 change meaning is held back: an unclosed `<tool_call>`, and a trailing partial `</think>`,
-`<tool_call>` or `<|endofturn|>`. So the concatenated deltas equal the non-streamed message by
+`<tool_call>`, `<think>` or `<|endofturn|>`. So the concatenated deltas equal the non-streamed message by
 construction (tests pin it). Re-parsing costs O(text) per step, small next to a decode step.
 
 Stop strings (OpenAI `stop`) cut the generated text before the first match, which is not included
@@ -60,7 +60,7 @@ class ReplyStream:
                 open_at = view.rfind(S.TOOL_CALL_OPEN)
                 if open_at >= 0 and view.find(S.TOOL_CALL_CLOSE, open_at) < 0:
                     view = view[:open_at]  # an unclosed call: wait for its end
-            view = view[:_partial_tag_cut(view, (S.THINK_CLOSE, S.TOOL_CALL_OPEN, S.END_OF_TURN))]
+            view = view[:_partial_tag_cut(view, (S.THINK_OPEN, S.THINK_CLOSE, S.TOOL_CALL_OPEN, S.END_OF_TURN))]
         msg = split_reply(view, self.parse_tools)
         reasoning, content = msg["reasoning_content"], msg["content"]
         d_reasoning = reasoning[len(self.reasoning):] if reasoning.startswith(self.reasoning) else ""
