@@ -199,17 +199,20 @@ def test_model_output_renders_as_text_never_as_markup(page, tmp_path):
 @needs_chromium
 def test_request_reasoning_block_and_conversation_kept(page, tmp_path):
     api = open_mocked(page)
-    page.select_option("#model", "other")
-    page.uncheck("#thinking")
-    for field, value in [("#temperature", "0"), ("#top_p", "0.5"), ("#top_k", "5"), ("#max_tokens", "7"),
-                         ("#seed", "3"), ("#system", "Be brief.")]:
-        page.fill(field, value)
-    page.fill("#api-key", "sk-test")
-    page.locator("#api-key").dispatch_event("change")  # a new key reloads the model list with it
+    # every control is reached by its accessible name and role, as a screen reader user would
+    page.get_by_label("Model").select_option("other")
+    page.get_by_role("switch", name="Thinking").uncheck()
+    for label, value in [("Temperature", "0"), ("Top-p", "0.5"), ("Top-k", "5"), ("Max tokens", "7"), ("Seed", "3"),
+                         ("System prompt", "Be brief.")]:
+        page.get_by_label(label).fill(value)
+    page.get_by_label("API key").fill("sk-test")
+    page.get_by_label("API key").dispatch_event("change")  # a new key reloads the model list with it
     expect(page.locator("#model")).to_have_value("other")
     api.replies.append((200, sse(chunk({"content": "Four."}, finish="stop"))))
-    say(page, "2+2?")
+    page.get_by_label("Message").fill("2+2?")
+    page.get_by_role("button", name="Send").click()
     wait_idle(page)
+    expect(page.get_by_role("log").get_by_role("article")).to_have_count(2)
 
     body = api.chat_bodies()[0]
     assert body == {"model": "other", "stream": True, "stream_options": {"include_usage": True},
@@ -364,6 +367,12 @@ def open_live(page, url, name):
     expect(page.locator("#status")).to_have_text("")
 
 
+def reply_text(page, i):
+    """The first streamed text of the i-th reply: its reasoning, or its answer when thinking is off.
+    (Waited on with a locator: wait_for_function evaluates a string in the page, which the page's CSP forbids.)"""
+    return page.locator(".msg.assistant").nth(i).locator("details .text, .content").first
+
+
 def stored_reply(page):
     return page.evaluate("JSON.parse(localStorage.getItem('kexa-chat/v1')).conversation.at(-1)")
 
@@ -376,7 +385,7 @@ def test_live_reply_streams_and_equals_the_api_with_thinking_off_and_on(live, pa
     client = OpenAI(base_url=f"{url}/v1", api_key=KEY)
     open_live(page, url, name)
     page.fill("#temperature", "0")
-    page.fill("#max_tokens", "40")
+    page.fill("#max_tokens", "24")
     # every render of the reply, to see it grow event by event rather than arrive whole
     page.evaluate("""() => { window.renders = [];
         new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes)
@@ -391,7 +400,7 @@ def test_live_reply_streams_and_equals_the_api_with_thinking_off_and_on(live, pa
         wait_idle(page)
         reply = stored_reply(page)
         res = client.chat.completions.create(
-            model=name, messages=[{"role": "user", "content": "the quick brown"}], temperature=0, max_tokens=40,
+            model=name, messages=[{"role": "user", "content": "the quick brown"}], temperature=0, max_tokens=24,
             extra_body={"chat_template_kwargs": {"enable_thinking": thinking}})
         want = res.choices[0]
         assert "error" not in reply and "stopped" not in reply
@@ -417,9 +426,8 @@ def test_live_stop_aborts_the_stream_and_the_server_frees_the_slot(live, page):
     page.fill("#temperature", "0")
     page.fill("#max_tokens", "4000")
     say(page, "go on")
-    # (a locator wait: wait_for_function evaluates a string in the page, which the page's CSP forbids)
-    expect(page.locator(".msg.assistant").locator("details .text, .content").first).to_have_text(re.compile(r"\S"))
-    page.click("#stop")
+    expect(reply_text(page, -1)).to_have_text(re.compile(r"\S"))
+    page.get_by_role("button", name="Stop").click()
     wait_idle(page)
     expect(page.locator(".msg.assistant .meta")).to_contain_text("stopped")
     reply = stored_reply(page)
@@ -432,9 +440,14 @@ def test_live_stop_aborts_the_stream_and_the_server_frees_the_slot(live, page):
             break
         page.wait_for_timeout(100)
     assert running == 0
+    say(page, "and Esc stops too")
+    expect(reply_text(page, 1)).to_have_text(re.compile(r"\S"))
+    page.press("#prompt", "Escape")
+    wait_idle(page)
+    expect(page.locator(".msg.assistant").nth(1).locator(".meta")).to_contain_text("stopped")
     # "New chat" in the middle of a reply stops it too and leaves an empty page that still works
     say(page, "again")
-    expect(page.locator(".msg.assistant").locator("details .text, .content").first).to_have_text(re.compile(r"\S"))
+    expect(reply_text(page, 2)).to_have_text(re.compile(r"\S"))
     page.click("#new-chat")
     wait_idle(page)
     expect(page.locator(".msg")).to_have_count(0)
