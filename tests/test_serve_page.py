@@ -41,7 +41,7 @@ def screenshot_dirs(tmp_path):
 
 # ---- the page file itself ---------------------------------------------------------------------------------
 
-def test_page_ships_in_the_package_and_its_policy_allows_only_its_own_code():
+def test_page_is_self_contained_and_its_policy_allows_only_its_own_code():
     html = PAGE.read_text("utf-8")
     code = re.sub(r"<!--.*?-->", "", html, flags=re.S)
     assert not re.search(r"(src|href)=\"(https?:)?//", code)  # no CDN: nothing loaded from elsewhere
