@@ -13,9 +13,11 @@ Design (vLLM / SGLang's scheduler, at kexa's size)
   `cache.reset(row)` frees a slot at once (cancellation, finish): no copy, no compaction.
 - One step = one decode forward for every row that has a pending token (all decoding rows together,
   each at its own position; rows that are not decoding ride along and commit nothing — the cache's
-  `commit(keep)` protocol), then prefill chunks of waiting prompts under the rest of the per-step
-  token budget (`step_tokens`; Sarathi-Serve's chunked prefill). A long prompt therefore never stalls
-  the streams already running for more than one chunk, and a request that finished its prefill
+  `commit(keep)` protocol), then one prefill forward for the next chunks of admitted prompts under the
+  rest of the per-step token budget (`step_tokens`; Sarathi-Serve's chunked prefill). Chunks of
+  different lengths share that forward padded to the longest, and `commit(n)` keeps each row's real
+  tokens only. A long prompt therefore never stalls the streams already running for more than one
+  chunk, a burst of new requests is prefilled together, and a request that finished its prefill
   decodes in the very next step.
 - Sampling is per request (params, seed, penalties differ per row) through `sampling.token_probs`, the
   transform the engine uses; greedy rows take the argmax, so a request's greedy output equals
@@ -255,11 +257,15 @@ class Scheduler:
         decoding = [r for r in self.slots if r is not None and r.decoding and not r.cancelled]
         if decoding:
             self._decode(decoding)
-        budget = self.step_tokens - len(decoding)
+        budget, plan = self.step_tokens - len(decoding), []
         for req in [r for r in self.slots if r is not None and not r.decoding and not r.cancelled]:
             if budget <= 0:
                 break
-            budget -= self._prefill_chunk(req, budget)
+            n = min(len(req.prompt) - req.prefilled, budget, self.engine.prefill_chunk)
+            plan.append((req, n))
+            budget -= n
+        if plan:
+            self._prefill(plan)
 
     def _decode(self, rows: list[Request]) -> None:
         dev = self.engine.device
@@ -273,44 +279,65 @@ class Scheduler:
         logits = self.engine._decode(token, pos, self.cache, keep)  # (b, V); commits the kept rows
         self._sample_and_emit(rows, logits[[r.slot for r in rows]])
 
-    def _prefill_chunk(self, req: Request, budget: int) -> int:
-        """Feed the next chunk of req's prompt; on its last chunk, sample the first new token."""
+    def _prefill(self, plan: list[tuple[Request, int]]) -> None:
+        """One forward for the next chunk of several prompts: rows lo..hi of the cache, each chunk
+        padded to the longest with its own positions; commit(n) keeps each row's real tokens only, so
+        padding (and the rows outside the plan, which keep 0) never enters the cache. Prompts that
+        finish here sample their first token."""
         dev = self.engine.device
-        s = req.prefilled
-        e = min(len(req.prompt), s + min(budget, self.engine.prefill_chunk))
-        ids = torch.tensor([req.prompt[s:e]], device=dev)  # (1, t)
-        pos = torch.arange(s, e, device=dev)[None]  # (1, t)
-        rows = slice(req.slot, req.slot + 1)
-        want_all = req.prompt_logprobs is not None
-        self.cache.begin(pos, rows)
-        logits = self.model(ids, pos, cache=self.cache, num_logits_to_keep=0 if want_all else 1).logits[0]  # (t|1, V)
-        self.cache.commit()
-        req.prefilled = e
-        extra = {}
-        if want_all:
-            targets = req.prompt[s + 1:e + 1]  # the prompt tokens these logits predict
-            if targets:
-                req.prompt_lp += _logprobs(logits[:len(targets)], targets, req.prompt_logprobs)
-            if e == len(req.prompt):
-                extra["prompt_logprobs"] = req.prompt_lp
-        if e == len(req.prompt):
-            self._sample_and_emit([req], logits[-1:], **extra)
-        return e - s
+        lo, hi = min(r.slot for r, _ in plan), max(r.slot for r, _ in plan) + 1
+        T = max(n for _, n in plan)
+        pos = self.cache.lengths[lo:hi, None] + torch.arange(T, device=dev)  # (b, T)
+        if len(plan) > 1 and int(pos.max()) >= self.cache.max_len:  # padding would pass the cache's end
+            for item in plan:
+                self._prefill([item])
+            return
+        ids = torch.zeros(hi - lo, T, dtype=torch.long, device=dev)  # (b, T)
+        keep = torch.zeros(hi - lo, dtype=torch.long, device=dev)  # (b,)
+        for r, n in plan:
+            ids[r.slot - lo, :n] = torch.tensor(r.prompt[r.prefilled:r.prefilled + n], device=dev)
+            keep[r.slot - lo] = n
+        want_all = any(r.prompt_logprobs is not None for r, _ in plan)
+        self.cache.begin(pos, slice(lo, hi))
+        out = self.model(ids, pos, cache=self.cache, num_logits_to_keep=0 if want_all else 1, return_hidden=True)
+        self.cache.commit(keep)
+        finishing = []
+        for r, n in plan:
+            i, s = r.slot - lo, r.prefilled
+            r.prefilled = s + n
+            if r.prompt_logprobs is not None:
+                targets = r.prompt[s + 1:s + n + 1]  # the prompt tokens these positions predict
+                if targets:
+                    r.prompt_lp += _logprobs(out.logits[i, :len(targets)], targets, r.prompt_logprobs)
+            if r.prefilled == len(r.prompt):
+                finishing.append((r, i, n - 1))
+        if finishing:
+            rows = torch.tensor([i for _, i, _ in finishing], device=dev)
+            last = torch.tensor([t for _, _, t in finishing], device=dev)
+            logits = self.model.lm_head(out.hidden_states[rows, last])  # (f, V) at each prompt's last token
+            self._sample_and_emit([r for r, _, _ in finishing], logits)
 
-    def _sample_and_emit(self, rows: list[Request], logits: torch.Tensor, **extra) -> None:
+    def _sample_and_emit(self, rows: list[Request], logits: torch.Tensor) -> None:
         """logits (n, V), one row per request: sample each request's next token, emit, finish."""
         raw = logits.float()
+        # greedy rows without penalties: one argmax for all of them (what token_probs' one-hot picks)
+        plain = [i for i, r in enumerate(rows) if r.params.greedy and r.seen is None and r.counts is None]
+        argmax = dict(zip(plain, raw[plain].argmax(-1).tolist())) if plain else {}
         for i, r in enumerate(rows):
-            x = raw[i:i + 1]  # (1, V)
-            if r.counts is not None:
-                x = x - r.presence_penalty * (r.counts > 0) - r.frequency_penalty * r.counts
-            probs = token_probs(x, r.params, r.seen)
-            tok = int(probs.argmax(-1)) if r.params.greedy else int(torch.multinomial(probs, 1, generator=r.generator))
+            if i in argmax:
+                tok = argmax[i]
+            else:
+                x = raw[i:i + 1]  # (1, V)
+                if r.counts is not None:
+                    x = x - r.presence_penalty * (r.counts > 0) - r.frequency_penalty * r.counts
+                probs = token_probs(x, r.params, r.seen)
+                tok = int(probs.argmax(-1)) if r.params.greedy else int(torch.multinomial(probs, 1, generator=r.generator))
             lp = _logprobs(raw[i:i + 1], [tok], r.logprobs) if r.logprobs is not None else None
             if r.seen is not None:
                 r.seen[0, tok] = True
             if r.counts is not None:
                 r.counts[tok] += 1
+            extra = {"prompt_logprobs": r.prompt_lp} if r.prompt_logprobs is not None and not r.output else {}
             r.output.append(tok)
             reason = None
             if tok in r.params.stop_token_ids:
