@@ -303,6 +303,9 @@ def test_api_key_and_small_endpoints(random_folder):
         ids = httpx.post(srv.url + "/tokenize", json={"prompt": "the quick brown"}, headers=head).json()["tokens"]
         assert httpx.post(srv.url + "/detokenize", json={"tokens": ids}, headers=head).json()["prompt"] == \
                "the quick brown"
+        pre = httpx.options(srv.url + "/v1/chat/completions",
+                            headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in pre.headers  # CORS is off unless --cors-origin
         page = httpx.get(srv.url + "/")
         assert page.status_code == 200 and "<html" in page.text.lower() or page.status_code == 404 and \
                "index.html" in page.json()["error"]["message"]
