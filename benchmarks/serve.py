@@ -7,12 +7,16 @@ its own subprocess on 127.0.0.1 with the same thread count, and the same load is
   aggregate output tokens/s (all completion tokens / wall time of the whole burst) and median time
   to first token (request sent -> first chunk carrying generated text);
 - batch 1 through `kexa serve` (one streaming request, `ignore_eos`) vs `kexa generate --json` on the
-  same prompt: decode tokens/s, i.e. the HTTP + scheduler overhead on one stream.
+  same prompt: decode tokens/s, i.e. the HTTP + scheduler overhead on one stream;
+- with --soak S: 64 streams (--soak-clients) sending request after request (16 tokens each; every
+  third one hangs up after its first chunk) for S seconds: errors, requests served, then the
+  running/waiting gauges (0 = no leaked slot) and the server's peak resident memory before and after.
 Output tokens are the server's own `usage.completion_tokens` when it reports one (stream_options),
 else the number of chunks with text. The machine is shared: ratios from one run, not absolute speed.
 
     .venv/bin/python benchmarks/serve.py                         # 16 clients x 64 tokens, 1 thread, 2 reps
     .venv/bin/python benchmarks/serve.py --clients 4 --max-tokens 16 --skip-hf   # quick check
+    .venv/bin/python benchmarks/serve.py --skip-hf --reps 1 --soak 60 --json benchmarks/results/serve_soak.json
 """
 
 from __future__ import annotations
@@ -130,6 +134,49 @@ async def burst(url: str, model: str, clients: int, max_tokens: int, extra: dict
             "median_ttft_s": round(statistics.median(r["ttft"] for r in ok), 4) if ok else None}
 
 
+async def soak(url: str, model: str, clients: int, seconds: float, max_tokens: int) -> dict:
+    """`clients` streams that each send request after request for `seconds` (every third one hangs up
+    after its first chunk); counts what went wrong."""
+    end, done, cancelled, errors = time.perf_counter() + seconds, [0], [0], []
+
+    async def loop(i: int):
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600.0)) as client:
+            n = 0
+            while time.perf_counter() < end:
+                n += 1
+                try:
+                    if n % 3 == 0:  # every third request hangs up after its first chunk: the slot must come back
+                        body = {"model": model, "messages": [{"role": "user", "content": f"stream {i}"}],
+                                "max_tokens": 1000, "stream": True, "ignore_eos": True}
+                        async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+                            async for _ in r.aiter_lines():
+                                break
+                        cancelled[0] += 1
+                        continue
+                    r = await one_stream(client, url, model, f"stream {i} request {done[0]}", max_tokens, {})
+                    done[0] += 1
+                    if r["tokens"] < 1:
+                        errors.append(f"stream {i}: no tokens")
+                except Exception as e:  # noqa: BLE001 (counted and reported)
+                    errors.append(repr(e)[:200])
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[loop(i) for i in range(clients)])
+    return {"clients": clients, "seconds": round(time.perf_counter() - t0, 1), "requests": done[0],
+            "hung_up": cancelled[0],
+            "errors": len(errors), "error_samples": errors[:5]}
+
+
+def server_state(srv: ServerProcess) -> dict:
+    """Running/waiting gauges from /metrics and the server process's peak resident memory (VmHWM)."""
+    metrics = httpx.get(srv.url + "/metrics").text
+    gauge = lambda name: float(next(l for l in metrics.splitlines() if l.startswith(name)).split()[-1])  # noqa: E731
+    status = Path(f"/proc/{srv.proc.pid}/status").read_text()
+    peak_kb = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1])
+    return {"running": gauge("kexa:num_requests_running"), "waiting": gauge("kexa:num_requests_waiting"),
+            "peak_rss_mb": round(peak_kb / 1024, 1)}
+
+
 def kexa_generate(folder: Path, prompt: str, tokens: int) -> dict:
     """`kexa generate --json` in this process (same code path as the CLI, no import/load per run)."""
     import contextlib
@@ -157,6 +204,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=2, help="alternating repetitions; medians are reported")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--soak", type=float, default=0, metavar="SECONDS",
+                   help="also run --soak-clients streams against kexa serve for this long (issue 15: 64 for 60 s)")
+    p.add_argument("--soak-clients", type=int, default=64)
     p.add_argument("--json", default=str(ROOT / "benchmarks/results/serve.json"))
     args = p.parse_args(argv)
 
@@ -176,9 +226,9 @@ def main(argv=None) -> int:
         servers = {}
         try:
             port = free_port()
-            servers["kexa"] = (ServerProcess([py, "-m", "kexa.cli", "serve", "--model", str(folder), "--port", str(port),
-                                              "--max-batch", str(args.clients), "--served-model-name", "nano"],
-                                             port, env), "nano")
+            servers["kexa"] = (ServerProcess([py, "-m", "kexa.cli", "serve", "--model", str(folder),
+                                              "--port", str(port), "--max-batch", str(args.clients),
+                                              "--served-model-name", "nano"], port, env), "nano")
             if not args.skip_hf:
                 port = free_port()
                 servers["transformers"] = (ServerProcess(
@@ -200,6 +250,13 @@ def main(argv=None) -> int:
                 b1_generate.append({"tps": kexa_generate(folder, prompt, args.batch1_tokens)["decode_tokens_per_s"]})
                 print(f"rep {rep} batch 1: server {b1_server[-1]['tps']:.2f} tok/s, "
                       f"kexa generate {b1_generate[-1]['tps']:.2f} tok/s", flush=True)
+            if args.soak:
+                srv, model = servers["kexa"]
+                before = server_state(srv)
+                out["soak"] = asyncio.run(soak(srv.url, model, args.soak_clients, args.soak, 16))
+                time.sleep(1.0)  # the last cancellations land between steps
+                out["soak"].update(rss_before_mb=before["peak_rss_mb"], **server_state(srv))
+                print("soak:", out["soak"], flush=True)
         finally:
             for srv, _ in servers.values():
                 srv.close()
@@ -220,7 +277,7 @@ def main(argv=None) -> int:
     import transformers
 
     out["versions"] = {"transformers": transformers.__version__, "torch": torch.__version__}
-    print(json.dumps({k: out[k] for k in ("batch1", "ratios") if k in out}))
+    print(json.dumps({k: out[k] for k in ("batch1", "ratios", "soak") if k in out}))
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print("wrote", args.json)
     return 0

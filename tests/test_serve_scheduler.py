@@ -111,7 +111,8 @@ def test_prompt_logprobs_are_the_models(engine):
     prompt = [5 + (i * 7) % 50 for i in range(21)]  # three prefill chunks
     sched = Scheduler(engine, max_batch=2, step_tokens=64).start()
     got = Collector(1)
-    sched.submit(Request(prompt, SamplingParams(max_new_tokens=1, temperature=0), logprobs=2, prompt_logprobs=2), got(0))
+    greedy1 = SamplingParams(max_new_tokens=1, temperature=0)
+    sched.submit(Request(prompt, greedy1, logprobs=2, prompt_logprobs=2), got(0))
     assert got.done.wait(30)
     sched.stop()
     with torch.no_grad():

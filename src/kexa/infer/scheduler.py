@@ -331,7 +331,8 @@ class Scheduler:
                 if r.counts is not None:
                     x = x - r.presence_penalty * (r.counts > 0) - r.frequency_penalty * r.counts
                 probs = token_probs(x, r.params, r.seen)
-                tok = int(probs.argmax(-1)) if r.params.greedy else int(torch.multinomial(probs, 1, generator=r.generator))
+                tok = (int(probs.argmax(-1)) if r.params.greedy
+                       else int(torch.multinomial(probs, 1, generator=r.generator)))
             lp = _logprobs(raw[i:i + 1], [tok], r.logprobs) if r.logprobs is not None else None
             if r.seen is not None:
                 r.seen[0, tok] = True

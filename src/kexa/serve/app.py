@@ -482,8 +482,9 @@ class _Server:
                     reason = "tool_calls" if calls_sent[c.index] and c.finish_reason == "stop" else c.finish_reason
                     yield chunk(c.index, {}, finish=reason)
             if include_usage:
-                yield "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
-                                             "model": self.model_name, "choices": [], "usage": _usage(choices)}) + "\n\n"
+                last = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
+                        "choices": [], "usage": _usage(choices)}
+                yield f"data: {json.dumps(last)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
             self.cancel(choices)  # client gone (or done): free the slots now
@@ -566,8 +567,9 @@ class _Server:
                 if piece or c.finish_reason is not None:
                     yield chunk(c.index, piece, c.finish_reason)
             if include_usage:
-                yield "data: " + json.dumps({"id": rid, "object": "text_completion", "created": created,
-                                             "model": self.model_name, "choices": [], "usage": _usage(choices)}) + "\n\n"
+                last = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
+                        "choices": [], "usage": _usage(choices)}
+                yield f"data: {json.dumps(last)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
             self.cancel(choices)
