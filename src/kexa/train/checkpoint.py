@@ -33,18 +33,14 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..model.hf import CheckpointError, atomic_write, fsync_dir
 from ..model.transformer import KExaone
+from .dist import barrier, distributed, rank
 
 MANIFEST, STATE, RECIPE, MODEL = "manifest.json", "train_state.pt", "recipe.json", "model"
 FORMAT = "kexa-train-checkpoint-v1"
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -83,7 +79,7 @@ def full_states(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> tu
     weights = full_state_dict(model)
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     optim = [get_optimizer_state_dict(model, opt, options=opts) for opt in optimizers]
-    if dist.get_rank() != 0:
+    if rank() != 0:
         return None, []
     with torch.device("meta"):  # a storage-less twin; the gathered tensors are assigned
         plain = KExaone(model.config)
@@ -135,8 +131,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizers
         os.replace(tmp, final)
         fsync_dir(root)
         prune(run_dir, keep_last)
-    if distributed():
-        dist.barrier()
+    barrier()
     return final
 
 

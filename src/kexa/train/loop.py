@@ -25,7 +25,7 @@ one bitwise (tests/test_train_loop.py, with a real SIGTERM to a subprocess).
 Distributed (torchrun, WORLD_SIZE set): `parallel.init_distributed` + `parallel.parallelize`
 (FSDP2, optional expert parallelism) from the parallel module; each rank reads its slice of the
 global batch (the loader shards by rank); expert loads, losses and the non-finite flag are
-all-reduced, so every rank takes the same decision and the same bias update; rank 0 alone logs,
+all-reduced (dist.py, on the process group's device), so every rank takes the same decision and the same bias update; rank 0 alone logs,
 draws the progress bar and writes files.
 
     python -c "from kexa.train.loop import train; help(train)"
@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..data.loader import IGNORE, Curriculum, PackedLoader, Stage, heldout_batches
@@ -52,6 +51,7 @@ from ..data.shards import TokenShards
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from . import checkpoint as ckpt
+from . import dist as D
 from .balance import BiasBalancer, load_histogram, max_violation
 from .optim import build_optimizers
 from .recipe import Recipe, RecipeError, resume_mismatches
@@ -120,19 +120,6 @@ def enable_fp8(model: nn.Module, device: torch.device) -> None:
     convert_to_float8_training(model, module_filter_fn=keep, config=Float8LinearConfig.from_recipe_name("tensorwise"))
 
 
-# ---------------------------------------------------------------------------- distributed glue
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if world()[1] > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 class StopFlag:
     """SIGINT/SIGTERM handler: remember the signal; the loop saves and returns after this step."""
 
@@ -197,11 +184,11 @@ def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
     finally:
         model.train(was_training)
     names = sorted(sums)
-    totals = all_reduce_sum(torch.tensor([[sums[n][0], sums[n][1]] for n in names], dtype=torch.float64))
+    totals = D.all_reduce_sum(torch.tensor([[sums[n][0], sums[n][1]] for n in names], dtype=torch.float64))
     metrics = {f"val_loss/{n}": float(t[0] / max(t[1], 1)) for n, t in zip(names, totals)}
     metrics["val_loss"] = float(totals[:, 0].sum() / totals[:, 1].sum().clamp_min(1))
     if loads is not None:
-        loads = all_reduce_sum(loads)  # (M, E) over the whole held-out pass
+        loads = D.all_reduce_sum(loads)  # (M, E) over the whole held-out pass
         metrics["maxvio_global"] = float(max_violation(loads).mean())
         if histogram:
             metrics["expert_load_global"] = [[round(x, 5) for x in row] for row in load_histogram(loads)]
@@ -228,7 +215,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     device = resolve_device(tc.device)
     from . import parallel  # FSDP2 / expert parallelism live there (owned by the distributed stage)
     mesh = parallel.init_distributed(ep_size=tc.ep_size)
-    rank, world_size = world()
+    rank, world_size = D.rank(), D.world_size()
     main = rank == 0
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +290,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                 micro = [loader.next_batch() for _ in range(dc.grad_accum)]
                 valid = torch.tensor([[(y != IGNORE).sum(), (y[:, 1:] != IGNORE).sum()] for _, y in micro],
                                      dtype=torch.float64)  # (grad_accum, 2): main / MTP labels per micro-batch
-                n_global = all_reduce_sum(valid.sum(0)).clamp_min(1).tolist()
+                n_global = D.all_reduce_sum(valid.sum(0)).clamp_min(1).tolist()
                 sums = torch.zeros(3, dtype=torch.float64)  # token-summed CE, token-summed MTP CE, balance
                 loads = None
                 for (x, y), (n_ce, n_mtp) in zip(micro, valid.tolist()):
@@ -322,7 +309,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                     if out.expert_loads is not None:
                         loads = out.expert_loads.detach() if loads is None else loads + out.expert_loads.detach()
                 # ---- global loss (mean CE per token), gradient norm, non-finite guard (same decision on every rank)
-                ce, mtp, balance = (all_reduce_sum(sums) / torch.tensor([*n_global, dc.grad_accum * world_size],
+                ce, mtp, balance = (D.all_reduce_sum(sums) / torch.tensor([*n_global, dc.grad_accum * world_size],
                                                                         dtype=torch.float64)).tolist()
                 total = ce + recipe.balance.mtp_weight * mtp + recipe.balance.alpha * balance
                 grad_norm = parallel.clip_grad_norm_(params, recipe.optim.grad_clip or math.inf)
@@ -365,7 +352,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                     raise NonFiniteError(f"{bad_in_row} consecutive steps with a non-finite loss or gradient "
                                          f"(last at step {step}); stopping. Last good checkpoint: "
                                          f"{good if good else 'none saved yet'}")
-                if parallel.any_rank(stop.signal is not None):  # all ranks stop at the same step
+                if D.any_rank(stop.signal is not None):  # all ranks stop at the same step
                     interrupted = stop.signal or "SIGTERM"
                     save(step)
                     break

@@ -33,12 +33,12 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 def pretrain(recipe: Recipe, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
     """Prepare (or reuse) the recipe's corpus, tokenizer and shards, then train in run_dir."""
-    from . import parallel
+    from . import dist, parallel
     try:
         parallel.init_distributed(ep_size=recipe.train.ep_size)
     except ValueError as e:  # the launch does not fit the recipe (ep_size vs the number of processes)
         raise RecipeError(f"train.ep_size: {e}") from e
-    with parallel.main_process_first():  # under torchrun: rank 0 builds the caches, the other ranks reuse them
+    with dist.main_process_first():  # under torchrun: rank 0 builds the caches, the other ranks reuse them
         data = prepare_data(recipe)
     return train(recipe, run_dir, data, resume=resume, quiet=quiet)
 
