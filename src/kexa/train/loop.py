@@ -37,6 +37,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -159,6 +160,33 @@ def curriculum(recipe: Recipe, sources: dict[str, TokenShards], steps: int) -> C
     return Curriculum(stages, steps, list(sources))
 
 
+def schedule_boundaries(recipe: Recipe, sources: list[str], steps: int) -> dict[str, Any]:
+    """The steps at which a run of `steps` optimiser steps changes its learning rate or its data:
+    WSD's warmup end and decay start (schedule.py) and the first step of every curriculum stage after
+    the first (loader.Curriculum). All of them scale with train.steps."""
+    W, D = round(recipe.schedule.warmup * steps), round(recipe.schedule.decay * steps)
+    stages = curriculum(recipe, dict.fromkeys(sources), steps)
+    return {"warmup_end": W, "decay_start": steps - D if D else None,
+            "stage_starts": [math.ceil(e) for e in stages.ends[:-1]]}
+
+
+def schedule_change(recipe: Recipe, sources: list[str], saved_steps: int, allow: bool) -> str | None:
+    """On resume with another train.steps: None if the schedule's boundaries are unchanged, else a
+    line naming old -> new boundaries (returned when `allow`, raised as a RecipeError otherwise).
+    A resumed run with moved boundaries is not the run the checkpoint started: the decay would begin
+    at another step, and a stage already half-read would end early or late."""
+    old = schedule_boundaries(recipe, sources, saved_steps)
+    new = schedule_boundaries(recipe, sources, recipe.train.steps)
+    if old == new:
+        return None
+    moved = ", ".join(f"{k} {old[k]} -> {new[k]}" for k in old if old[k] != new[k])
+    line = f"train.steps {saved_steps} -> {recipe.train.steps} moves the schedule: {moved}"
+    if not allow:
+        raise RecipeError(f"cannot resume: {line}; pass --allow-schedule-change to accept it, or resume "
+                          f"with train.steps = {saved_steps}")
+    return line
+
+
 @torch.no_grad()
 @torch.compiler.set_stance("force_eager")  # a rare no-grad pass: not worth tracing compiled blocks again
 def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
@@ -205,11 +233,13 @@ def truncate_metrics(path: Path, step: int) -> None:
 # ---------------------------------------------------------------------------- the loop
 def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool = False,
           init_from: str | Path | None = None, model: KExaone | None = None, quiet: bool = False,
-          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+          on_step: Callable[[dict], None] | None = None, allow_schedule_change: bool = False) -> TrainResult:
     """Run (or resume) the recipe's optimiser steps in `run_dir`; see the module docstring.
 
     init_from: an HF model folder to start from (later stages); model: a ready model for a fresh
-    run (tests, benchmarks); on_step(metrics) is called after every logged step."""
+    run (tests, benchmarks); on_step(metrics) is called after every logged step;
+    allow_schedule_change: resume even if another train.steps moves the WSD / curriculum boundaries
+    (`schedule_change`; the old and new boundaries are printed)."""
     run_dir = Path(run_dir)
     tc, dc = recipe.train, recipe.data
     device = resolve_device(tc.device)
@@ -227,10 +257,16 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         resume_from = ckpt.latest_checkpoint(run_dir)
         if resume_from is None:
             raise CheckpointError(f"--resume: no valid checkpoint in {ckpt.checkpoint_dir(run_dir)}")
-        problems = resume_mismatches(ckpt.load_recipe_dict(resume_from), recipe.to_dict())
+        saved = ckpt.load_recipe_dict(resume_from)
+        problems = resume_mismatches(saved, recipe.to_dict())
         if problems:
             raise RecipeError(f"cannot resume from {resume_from}: the recipe differs in\n  " + "\n  ".join(problems)
                               + "\n(use a new --run-dir, or the original recipe)")
+        saved_steps = saved.get("train", {}).get("steps", tc.steps)
+        moved = schedule_change(recipe, list(data.train), saved_steps, allow_schedule_change)
+        if moved and main:
+            print(f"resuming from {resume_from} with a changed schedule (--allow-schedule-change): {moved}",
+                  file=sys.stderr, flush=True)
         model = KExaone.from_pretrained(resume_from / ckpt.MODEL)
     elif model is None:
         model = build_model(recipe, data, init_from)
