@@ -5,7 +5,8 @@
     kexa export --checkpoint runs/nano/model --out exports/nano --max-shard-gb 5
 
 --checkpoint takes a run folder (its newest valid checkpoint), one checkpoint folder (its manifest
-is verified first) or a model folder. The output is what released K-EXAONE checkpoints look like,
+is verified first; a sharded torchrun checkpoint is read from its torch.distributed.checkpoint files,
+tensor by tensor, in one process) or a model folder. The output is what released K-EXAONE checkpoints look like,
 so transformers, vLLM and SGLang serve it (docs/serving_engines.md):
     config.json               both architecture spellings, the engines' `ExaoneMoEForCausalLM` first;
                               top-level rope_theta beside rope_parameters; dtype and torch_dtype
@@ -43,7 +44,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..model.hf import (CONFIG_NAME, DTYPES, INDEX_FILE, SINGLE_FILE, CheckpointError, check_folder, fsync_dir,
-                        hf_config_dict, to_checkpoint_keys, to_kexa_key)
+                        hf_config_dict, read_config, to_checkpoint_keys, to_kexa_key)
 from ..model.transformer import KExaone
 from ..tokenizer.specials import END_OF_TURN, KNOWN
 from . import checkpoint as ckpt
@@ -60,18 +61,19 @@ class ExportError(ValueError):
 
 
 def model_folder(source: str | Path) -> Path:
-    """The model folder behind a run folder, a checkpoint folder or a model folder."""
+    """The model folder (or, for a sharded checkpoint, the checkpoint folder) behind a run folder,
+    a checkpoint folder or a model folder."""
     source = Path(source)
     if (source / ckpt.MANIFEST).exists() or source.name.startswith("step_"):
         problem = ckpt.verify(source)
         if problem:
             raise ExportError(f"checkpoint {source} is {problem}")
-        return source / ckpt.MODEL
+        return source if ckpt.is_sharded(source) else source / ckpt.MODEL
     if ckpt.checkpoint_dir(source).is_dir():
         latest = ckpt.latest_checkpoint(source)
         if latest is None:
             raise ExportError(f"{source} holds no valid checkpoint in {ckpt.checkpoint_dir(source)}")
-        return latest / ckpt.MODEL
+        return latest if ckpt.is_sharded(latest) else latest / ckpt.MODEL
     if (source / CONFIG_NAME).is_file():
         return source
     raise ExportError(f"{source} is not a run folder, a checkpoint folder or a model folder (no checkpoints/, "
@@ -132,6 +134,38 @@ def stream_tensors(found: dict, plan: dict):
                 yield key, h.get_tensor(key)
 
 
+def sharded_source(folder: Path):
+    """(config, folder of config/tokenizer files, tensor stream) of a sharded training checkpoint:
+    its torch.distributed.checkpoint metadata is checked against the model first, then every tensor
+    is read alone (DCP reads just the pieces of the rank files that hold it)."""
+    from torch.distributed.checkpoint import FileSystemReader, load
+
+    hf_dir = folder / ckpt.CONFIG
+    try:
+        config, _ = read_config(hf_dir)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from e
+    shards = folder / ckpt.SHARDS
+    metadata = FileSystemReader(str(shards)).read_metadata().state_dict_metadata
+    stored = {k.removeprefix("model."): m for k, m in metadata.items() if k.startswith("model.")}
+    with torch.device("meta"):
+        model = KExaone(config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(stored))
+    wrong = [f"{k}: checkpoint {list(stored[k].size)} vs model {list(v)}" for k, v in expected.items()
+             if k in stored and stored[k].size != v]
+    if missing or wrong:
+        raise ExportError(f"{shards} does not match {hf_dir / CONFIG_NAME}: missing {missing[:10]}, wrong shape {wrong[:10]}")
+
+    def tensors():
+        for name in expected:
+            t = torch.empty(stored[name].size, dtype=stored[name].properties.dtype)
+            load({"model": {name: t}}, storage_reader=FileSystemReader(str(shards)), no_dist=True)
+            yield name, t
+
+    return config, hf_dir, model, tensors()
+
+
 def export(checkpoint: str | Path, out: str | Path, dtype: str = "bfloat16", layout: str = "per-expert",
            max_shard_bytes: int = 5 * 2**30) -> dict:
     """Write the servable folder `out` from `checkpoint` (see the module docstring); returns a summary."""
@@ -143,10 +177,14 @@ def export(checkpoint: str | Path, out: str | Path, dtype: str = "bfloat16", lay
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} already exists and is not empty: choose a new --out (nothing is overwritten)")
     source = model_folder(checkpoint)
-    try:
-        config, raw, found, plan, model = check_folder(KExaone, source)
-    except CheckpointError as e:
-        raise ExportError(str(e)) from e
+    if ckpt.is_sharded(source):
+        config, files_dir, model, stream = sharded_source(source)
+    else:
+        try:
+            config, raw, found, plan, model = check_folder(KExaone, source)
+        except CheckpointError as e:
+            raise ExportError(str(e)) from e
+        files_dir, stream = source, stream_tensors(found, plan)
     target = DTYPES[dtype]
     if layout == "fused":
         warnings.warn(FUSED_WARNING, stacklevel=2)
@@ -165,7 +203,7 @@ def export(checkpoint: str | Path, out: str | Path, dtype: str = "bfloat16", lay
             writer.add(name, t.to(dtype=target if cast else t.dtype, copy=True).contiguous())
 
         stacks: dict[str, list] = {}  # fused layout: kexa name -> [stack being filled, pieces still missing]
-        for key, t in stream_tensors(found, plan):
+        for key, t in stream:
             name, expert, part = to_kexa_key(key)
             if layout == "per-expert":
                 if expert is not None:  # already one expert's piece: the served name
@@ -187,12 +225,12 @@ def export(checkpoint: str | Path, out: str | Path, dtype: str = "bfloat16", lay
 
         hf = hf_config_dict(config, target)
         (tmp / CONFIG_NAME).write_text(json.dumps(hf, indent=2))
-        eos = end_of_turn_id(source)
+        eos = end_of_turn_id(files_dir)
         generation = {"bos_token_id": config.bos_token_id, "eos_token_id": eos, "pad_token_id": config.pad_token_id,
                       **SAMPLING}
         (tmp / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2))
         copied = []
-        for f in sorted(source.iterdir()):  # tokenizer files, chat template
+        for f in sorted(files_dir.iterdir()):  # tokenizer files, chat template
             if f.is_file() and not f.name.endswith(".safetensors") and f.name not in (CONFIG_NAME, INDEX_FILE,
                                                                                           GENERATION_CONFIG):
                 shutil.copy2(f, tmp / f.name)

@@ -267,7 +267,9 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         if moved and main:
             print(f"resuming from {resume_from} with a changed schedule (--allow-schedule-change): {moved}",
                   file=sys.stderr, flush=True)
-        model = KExaone.from_pretrained(resume_from / ckpt.MODEL)
+        # a sharded checkpoint is loaded into the parallelized model below; a full one right here
+        model = build_model(recipe, data, None) if ckpt.is_sharded(resume_from) else \
+            KExaone.from_pretrained(resume_from / ckpt.MODEL)
     elif model is None:
         model = build_model(recipe, data, init_from)
 
@@ -287,7 +289,10 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     step, skipped, tokens_seen = 0, 0, 0
     if resume_from is not None:
         state = ckpt.load_train_state(resume_from)
-        ckpt.load_optimizer_states(model, optimizers, state["optimizers"])
+        if ckpt.is_sharded(resume_from):
+            ckpt.load_sharded(resume_from, model, optimizers)
+        else:
+            ckpt.load_optimizer_states(model, optimizers, state["optimizers"])
         loader.load_state_dict(state["loader"])
         ckpt.set_rng_state(state["rng"])
         step, skipped, tokens_seen = state["step"], state["skipped"], state["tokens"]

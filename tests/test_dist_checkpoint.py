@@ -1,0 +1,91 @@
+"""Sharded checkpoints under torchrun (2 gloo ranks, `loop.train`): every rank writes its own
+torch.distributed.checkpoint shards (no gather to rank 0), a resumed run reproduces the uninterrupted
+losses bitwise, and `kexa export` turns the shards into a folder transformers loads, equal to the
+model the run gathered at its end.
+
+    .venv/bin/python -m pytest -m dist tests/test_dist_checkpoint.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ["train.steps=4", "train.save_every=2", "train.keep_last=3", "data.batch_size=2", "train.plot=false"]
+
+
+def worker(tmp: Path, ep_size: int) -> None:
+    """Run A: 4 steps, sharded checkpoints at 2 and 4. Run B: A's step-2 checkpoint resumed to 4."""
+    from kexa.data.shards import TokenShards
+    from kexa.train import dist as D
+    from kexa.train import parallel as P
+    from kexa.train.loop import TrainData, train
+    from kexa.train.recipe import load_recipe
+    from test_train_loop import BASE
+
+    data = TrainData({"seq": TokenShards(tmp / "data" / "train")}, {"seq": TokenShards(tmp / "data" / "heldout")})
+    recipe = load_recipe(None, BASE + STEPS + [f"train.ep_size={ep_size}"])
+    a = train(recipe, tmp / "a", data, quiet=True)
+    if D.is_main():
+        (tmp / "b" / "checkpoints").mkdir(parents=True)
+        shutil.copytree(tmp / "a" / "checkpoints" / "step_00000002", tmp / "b" / "checkpoints" / "step_00000002")
+        shutil.copy(tmp / "a" / "metrics.jsonl", tmp / "b" / "metrics.jsonl")
+    D.barrier()
+    b = train(recipe, tmp / "b", data, resume=True, quiet=True)
+    if D.is_main():
+        (tmp / "results.json").write_text(json.dumps({"a": [m["loss"] for m in a.history],
+                                                      "b": [m["loss"] for m in b.history]}))
+    P.cleanup()
+
+
+def torchrun(tmp: Path, ep_size: int) -> dict:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__, str(tmp),
+           str(ep_size)]
+    with open(tmp / "log.txt", "w") as log:
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=400)
+    assert proc.returncode == 0, f"torchrun failed:\n{(tmp / 'log.txt').read_text()[-8000:]}"
+    return json.loads((tmp / "results.json").read_text())
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("ep_size", [2])  # FSDP2 with the experts split over both ranks: DTensors of 2 meshes
+def test_sharded_save_resume_and_export(tmp_path, ep_size):
+    from test_train_loop import synthetic_data  # the loop tests' learnable token shards
+
+    synthetic_data(tmp_path / "data")
+    res = torchrun(tmp_path, ep_size)
+    assert len(res["a"]) == 4 and res["b"] == res["a"][2:]  # bitwise: the same floats
+
+    step2 = tmp_path / "a" / "checkpoints" / "step_00000002"
+    files = sorted(p.name for p in (step2 / "shards").iterdir())
+    assert files == [".metadata", "__0_0.distcp", "__1_0.distcp"] and not (step2 / "model").exists()
+    manifest = json.loads((step2 / "manifest.json").read_text())
+    assert manifest["format"] == "kexa-train-checkpoint-sharded-v1" and "shards/__1_0.distcp" in manifest["files"]
+
+    from kexa import KExaone
+    from kexa.train.export import export
+    out = tmp_path / "export"
+    export(tmp_path / "a", out, dtype="float32")  # the run's newest checkpoint: step 4, sharded
+    final = KExaone.from_pretrained(tmp_path / "a" / "model")  # what the run gathered at its end
+    exported = KExaone.from_pretrained(out)
+    for (name, x), y in zip(final.state_dict().items(), exported.state_dict().values()):
+        assert torch.equal(x, y), name
+    from transformers import AutoModelForCausalLM
+    hf, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"]
+    ids = torch.randint(0, final.config.vocab_size, (1, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids).logits, final.eval()(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]), int(sys.argv[2]))
