@@ -20,10 +20,13 @@ their own shards (tests, benchmarks, later stages) skip `prepare.py`.
 Exact resume: the checkpoint holds weights (fp32 safetensors, expert biases included), optimiser
 states, the loader's generator and cursors, the torch RNG and the step; metrics.jsonl is truncated
 to the checkpoint's step. On CPU in one process the resumed loss sequence equals the uninterrupted
-one bitwise (tests/test_train_loop.py, with a real SIGTERM to a subprocess).
+one bitwise (tests/test_train_loop.py, with a real SIGTERM to a subprocess); under torchrun the
+checkpoint is sharded (checkpoint.py) and so is the resume (tests/test_dist_checkpoint.py). A resume
+whose train.steps moves the WSD or curriculum boundaries is refused unless allowed (`schedule_change`).
 
-Distributed (torchrun, WORLD_SIZE set): `parallel.init_distributed` + `parallel.parallelize`
-(FSDP2, optional expert parallelism) from the parallel module; each rank reads its slice of the
+Distributed (torchrun, WORLD_SIZE set): a fresh model is built on the meta device, then
+`parallel.init_distributed` + `parallel.parallelize` (FSDP2, optional expert parallelism) +
+`parallel.init_sharded` (each rank initialises its own shards); each rank reads its slice of the
 global batch (the loader shards by rank); expert loads, losses and the non-finite flag are
 all-reduced (dist.py, on the process group's device), so every rank takes the same decision and the same bias update; rank 0 alone logs,
 draws the progress bar and writes files.
@@ -143,15 +146,24 @@ class StopFlag:
 
 
 # ---------------------------------------------------------------------------- model / state
-def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None) -> KExaone:
+def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None, meta: bool = False) -> KExaone:
+    """The model a run starts from: `init_from`'s weights, or a fresh init drawn from a generator
+    seeded with train.seed (`init_weights(seed=)`: the values do not depend on what else used the
+    global RNG). meta=True (a fresh model under torchrun) leaves it on the meta device:
+    `parallel.parallelize` allocates each rank's shards and `parallel.init_sharded` fills them with
+    the same draws, so no rank holds the whole model."""
     if init_from is not None:
         source = KExaone.from_pretrained(init_from)
         overrides = {k: v for k, v in recipe.model.items() if k != "preset"}
         model = KExaone(source.config.replace(**overrides))
         model.load_state_dict(source.state_dict())
         return model
-    torch.manual_seed(recipe.train.seed)
-    return KExaone(recipe.model_config(data.vocab_size))
+    with torch.device("meta"):  # shapes only: the values come from init_weights' own generator below
+        model = KExaone(recipe.model_config(data.vocab_size))
+    if not meta:
+        model.to_empty(device="cpu")
+        model.init_weights(seed=recipe.train.seed)
+    return model
 
 
 def curriculum(recipe: Recipe, sources: dict[str, TokenShards], steps: int) -> Curriculum:
@@ -267,18 +279,22 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         if moved and main:
             print(f"resuming from {resume_from} with a changed schedule (--allow-schedule-change): {moved}",
                   file=sys.stderr, flush=True)
-        # a sharded checkpoint is loaded into the parallelized model below; a full one right here
-        model = build_model(recipe, data, None) if ckpt.is_sharded(resume_from) else \
+        # a sharded checkpoint is loaded into the parallelized model below (built on meta); a full one here
+        model = build_model(recipe, data, None, meta=mesh is not None) if ckpt.is_sharded(resume_from) else \
             KExaone.from_pretrained(resume_from / ckpt.MODEL)
     elif model is None:
-        model = build_model(recipe, data, init_from)
+        model = build_model(recipe, data, init_from, meta=mesh is not None and init_from is None)
 
-    model.to(device)
+    on_meta = any(p.is_meta for p in model.parameters())
+    if not on_meta:
+        model.to(device)
     if tc.fp8:
         enable_fp8(model, device)
     if tc.compile:
         model.compile_blocks()
     model = parallel.parallelize(model, mesh, activation_checkpointing=tc.activation_checkpointing)
+    if on_meta and resume_from is None:  # the same draws as a single-process build from train.seed
+        parallel.init_sharded(model, seed=tc.seed)  # (resuming, load_sharded fills every tensor instead)
     model.train()
     optimizers = build_optimizers(model, recipe.optim)
     balancer = BiasBalancer(model, recipe.balance)

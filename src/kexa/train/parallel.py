@@ -30,8 +30,14 @@ group with an fp32 policy; reference: HF `_keep_in_fp32_modules_strict`, DeepSee
 bias replicated by updating it from all-reduced expert loads (same inputs -> same update on every
 rank); `buffers_in_sync()` checks that.
 
-Checkpoints: `full_state_dict()` gathers the full (unsharded) tensors to rank 0's CPU and
-`save_full_pretrained()` writes them as the HF folder through `model.save_pretrained` there.
+Meta-device models: `parallelize()` also takes a model built on the meta device; it shards it and
+allocates only this rank's shards (`to_empty`), and `init_sharded(model, seed)` fills them with the
+values a single-process `init_weights(seed)` draws (each tensor drawn in full, one at a time, the
+rank's block kept), so no rank ever materialises the whole model.
+
+Final model: `full_state_dict()` gathers the full (unsharded) tensors to rank 0's CPU and
+`save_full_pretrained()` writes them as the HF folder through `model.save_pretrained` there
+(training checkpoints are sharded instead: checkpoint.py).
 
 Not launched by torchrun (no WORLD_SIZE): `init_distributed()` returns None and every helper
 degrades to the single-process answer, so the trainer needs no branches.
@@ -51,6 +57,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from ..model.moe import Router
 from ..model.transformer import KExaone
@@ -129,15 +136,16 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
     if isinstance(mixed_precision, str) and mixed_precision not in DTYPES:
         raise ValueError(f"mixed_precision must be one of {sorted(DTYPES)} or a torch dtype, got {mixed_precision!r}")
     model.activation_checkpointing = activation_checkpointing
+    meta = any(p.is_meta for p in model.parameters())
     if mesh is None:
+        if meta:
+            raise ValueError("parallelize() without a mesh needs materialised weights (there is nothing to shard)")
         return model
-    if any(p.is_meta for p in model.parameters()):
-        raise ValueError("parallelize() needs materialised weights (it syncs them from rank 0); "
-                         "build the model on CPU/GPU or load a checkpoint first")
     dp = mesh.dp
     device = torch.device("cuda", torch.cuda.current_device()) if dp.device_type == "cuda" else torch.device("cpu")
-    model.to(device)
-    sync_from_rank0(model)
+    if not meta:  # a built or loaded model: rank 0's values everywhere
+        model.to(device)
+        sync_from_rank0(model)
     param_dtype = DTYPES[mixed_precision] if isinstance(mixed_precision, str) else mixed_precision
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
@@ -169,7 +177,26 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
         fully_shard(model.mtp, mesh=dp, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     # the root keeps its parameters gathered after forward: backward starts with them (torchtitan)
     fully_shard(model, mesh=dp, mp_policy=policy, reshard_after_forward=False, ignored_params=ignored or None)
+    if meta:  # storage for this rank's shards only; init_sharded() fills them
+        model.to_empty(device=device)
     return model
+
+
+@torch.no_grad()
+def init_sharded(model: nn.Module, seed: int | None = None) -> None:
+    """Initialise a model that was parallelized on the meta device: `init_weights` draws each tensor
+    in full (one at a time, on the CPU, the same draws on every rank and in a single process) and each
+    rank keeps its own shard, so the values equal a single-process init from the same RNG state while
+    no rank ever holds more than its shards plus one full tensor."""
+    def assign(t: torch.Tensor, full: torch.Tensor) -> None:
+        if not isinstance(t, DTensor):
+            t.copy_(full.to(t.dtype))
+            return
+        shape, offset = compute_local_shape_and_global_offset(t.shape, t.device_mesh, t.placements)
+        piece = full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]  # this rank's block
+        t.to_local().copy_(piece.to(t.dtype))
+
+    model.init_weights(seed, assign=assign)
 
 
 @torch.no_grad()
