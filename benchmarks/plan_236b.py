@@ -32,7 +32,8 @@ def main() -> None:
         for gpus in (64, 128, 256, 512, 2048):
             p = plan(recipe, gpus, args.gpu_mem)
             rows.append({"seq_len": seq_len, **asdict(p)})
-            print(f"seq {seq_len:5d}  gpus {gpus:5d}  static {3 * p.weights / GiB:6.2f}  gathers {p.gathers / GiB:6.2f}  "
+            print(f"seq {seq_len:5d}  gpus {gpus:5d}  static {3 * p.weights / GiB:6.2f}  "
+                  f"gathers {p.gathers / GiB:6.2f}  "
                   f"activations {p.activations / GiB:6.2f}  total {p.total / GiB:7.2f} GiB  "
                   f"{'fits' if p.fits else 'does NOT fit'}")
     if args.out:

@@ -48,4 +48,5 @@ def test_same_boundaries_resume_without_the_flag(tmp_path, data):
 
 def test_pretrain_cli_has_the_flag():
     args = parser().parse_args(["--config", "c.toml", "--run-dir", "r", "--resume", "--allow-schedule-change"])
-    assert args.allow_schedule_change and not parser().parse_args(["--config", "c", "--run-dir", "r"]).allow_schedule_change
+    assert args.allow_schedule_change
+    assert not parser().parse_args(["--config", "c", "--run-dir", "r"]).allow_schedule_change

@@ -58,15 +58,16 @@ def test_export_writes_a_servable_folder(run, tmp_path):
     got = tensors(out)
     assert set(index["weight_map"]) == set(got)
     E = model.config.num_experts
-    assert "model.layers.1.mlp.experts.0.gate_proj.weight" in got and f"model.layers.1.mlp.experts.{E - 1}.down_proj.weight" in got
+    assert "model.layers.1.mlp.experts.0.gate_proj.weight" in got
+    assert f"model.layers.1.mlp.experts.{E - 1}.down_proj.weight" in got
     assert not any(k.endswith(("gate_up_proj", "experts.down_proj")) for k in got)
     assert any(k.startswith("mtp.") for k in got)
     bias = got["model.layers.1.mlp.e_score_correction_bias"]
     assert bias.dtype == torch.float32 and torch.equal(bias, model.model.layers[1].mlp.gate.e_score_correction_bias)
     assert got["model.layers.1.mlp.gate.weight"].dtype == torch.float32  # router stays fp32
     assert got["model.embed_tokens.weight"].dtype == torch.bfloat16
-    assert torch.equal(got["model.layers.1.mlp.experts.3.up_proj.weight"],
-                       model.model.layers[1].mlp.experts.gate_up_proj[3, model.config.moe_intermediate_size:].bfloat16())
+    up = model.model.layers[1].mlp.experts.gate_up_proj[3, model.config.moe_intermediate_size:]  # expert 3's up rows
+    assert torch.equal(got["model.layers.1.mlp.experts.3.up_proj.weight"], up.bfloat16())
 
     from transformers import AutoModelForCausalLM, GenerationConfig
     hf, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)

@@ -155,7 +155,8 @@ def sharded_source(folder: Path):
     wrong = [f"{k}: checkpoint {list(stored[k].size)} vs model {list(v)}" for k, v in expected.items()
              if k in stored and stored[k].size != v]
     if missing or wrong:
-        raise ExportError(f"{shards} does not match {hf_dir / CONFIG_NAME}: missing {missing[:10]}, wrong shape {wrong[:10]}")
+        raise ExportError(f"{shards} does not match {hf_dir / CONFIG_NAME}: missing {missing[:10]}, "
+                          f"wrong shape {wrong[:10]}")
 
     def tensors():
         for name in expected:
@@ -216,10 +217,11 @@ def export(checkpoint: str | Path, out: str | Path, dtype: str = "bfloat16", lay
             elif expert is None:
                 emit(name, t)
             else:
-                E = shapes[name][0]
-                stack = stacks.setdefault(name, [torch.empty(shapes[name], dtype=t.dtype), 2 * E if part != "down" else E])
-                inter = shapes[name][1] // 2
-                {"gate": stack[0][expert, :inter], "up": stack[0][expert, inter:], "down": stack[0][expert]}[part].copy_(t)
+                E, inter = shapes[name][0], shapes[name][1] // 2
+                pieces = 2 * E if part != "down" else E  # gate + up per expert, or down
+                stack = stacks.setdefault(name, [torch.empty(shapes[name], dtype=t.dtype), pieces])
+                target = {"gate": stack[0][expert, :inter], "up": stack[0][expert, inter:], "down": stack[0][expert]}
+                target[part].copy_(t)
                 stack[1] -= 1
                 if stack[1] == 0:
                     emit(name, stacks.pop(name)[0])

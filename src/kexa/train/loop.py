@@ -28,8 +28,8 @@ Distributed (torchrun, WORLD_SIZE set): a fresh model is built on the meta devic
 `parallel.init_distributed` + `parallel.parallelize` (FSDP2, optional expert parallelism) +
 `parallel.init_sharded` (each rank initialises its own shards); each rank reads its slice of the
 global batch (the loader shards by rank); expert loads, losses and the non-finite flag are
-all-reduced (dist.py, on the process group's device), so every rank takes the same decision and the same bias update; rank 0 alone logs,
-draws the progress bar and writes files.
+all-reduced (dist.py, on the process group's device), so every rank takes the same decision and
+the same bias update; rank 0 alone logs, draws the progress bar and writes files.
 
     python -c "from kexa.train.loop import train; help(train)"
 """
@@ -176,9 +176,9 @@ def schedule_boundaries(recipe: Recipe, sources: list[str], steps: int) -> dict[
     """The steps at which a run of `steps` optimiser steps changes its learning rate or its data:
     WSD's warmup end and decay start (schedule.py) and the first step of every curriculum stage after
     the first (loader.Curriculum). All of them scale with train.steps."""
-    W, D = round(recipe.schedule.warmup * steps), round(recipe.schedule.decay * steps)
+    warmup, decay = round(recipe.schedule.warmup * steps), round(recipe.schedule.decay * steps)  # as WSD.factor
     stages = curriculum(recipe, dict.fromkeys(sources), steps)
-    return {"warmup_end": W, "decay_start": steps - D if D else None,
+    return {"warmup_end": warmup, "decay_start": steps - decay if decay else None,
             "stage_starts": [math.ceil(e) for e in stages.ends[:-1]]}
 
 

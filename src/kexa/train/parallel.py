@@ -160,10 +160,8 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
             module.set_gradient_divide_factor(float(dp.size()))
             if dp.device_type == "cpu":  # gloo has no PREMUL_SUM: reduce with SUM, then scale
                 module.set_force_sum_reduction_for_comms(True)
-        else:  # nothing to shard: keep the ep-sharded DTensors out of FSDP and divide here
-            for p in module.parameters():
-                p.register_hook(lambda g, n=float(dp.size()): g / n)
-                ignored.add(p)
+        else:  # nothing to shard: keep the ep-sharded DTensors out of FSDP (their hook divides, below)
+            ignored.update(module.parameters())
 
     if param_dtype not in (None, torch.float32):  # routers compute from fp32 weights: their own group
         for module in model.modules():
@@ -179,6 +177,11 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
     fully_shard(model, mesh=dp, mp_policy=policy, reshard_after_forward=False, ignored_params=ignored or None)
     if meta:  # storage for this rank's shards only; init_sharded() fills them
         model.to_empty(device=device)
+    # after to_empty, which may replace Parameter objects (and so drop hooks on the old ones)
+    for module in experts:
+        if mesh.dp_mod_ep.size() == 1:
+            for p in module.parameters():
+                p.register_hook(lambda g, n=float(dp.size()): g / n)
     return model
 
 

@@ -199,7 +199,8 @@ def plan(recipe: Recipe, gpus: int, gpu_mem_gib: float) -> Plan:
     return Plan(gpus=gpus, ep_size=ep, gpu_mem_gib=gpu_mem_gib, tokens_per_micro_batch=n,
                 activation_checkpointing=tc.activation_checkpointing, total_params=total_params,
                 weights=weights, grads=weights, optimizer=optimizer, buffers=buffers, gathers=gathers,
-                activations=activations, activation_parts=activation_parts, reserve=reserve, total=total, fits=total <= gpu_mem_gib * GiB)
+                activations=activations, activation_parts=activation_parts, reserve=reserve, total=total,
+                fits=total <= gpu_mem_gib * GiB)
 
 
 def parser() -> argparse.ArgumentParser:
