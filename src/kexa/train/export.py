@@ -220,8 +220,8 @@ def export(checkpoint: str | Path, out: str | Path, dtype: str = "bfloat16", lay
                 E, inter = shapes[name][0], shapes[name][1] // 2
                 pieces = 2 * E if part != "down" else E  # gate + up per expert, or down
                 stack = stacks.setdefault(name, [torch.empty(shapes[name], dtype=t.dtype), pieces])
-                target = {"gate": stack[0][expert, :inter], "up": stack[0][expert, inter:], "down": stack[0][expert]}
-                target[part].copy_(t)
+                slot = {"gate": stack[0][expert, :inter], "up": stack[0][expert, inter:], "down": stack[0][expert]}
+                slot[part].copy_(t)
                 stack[1] -= 1
                 if stack[1] == 0:
                     emit(name, stacks.pop(name)[0])
