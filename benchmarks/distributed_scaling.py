@@ -44,16 +44,17 @@ def main() -> None:
     from transformers import ExaoneMoeConfig, ExaoneMoeForCausalLM
 
     from kexa import KExaone, ModelConfig
+    from kexa.train import dist as D
     from kexa.train import parallel as P
 
     mesh = P.init_distributed(ep_size=int(os.environ["WORLD_SIZE"]))
     cfg = ModelConfig.preset(args.preset).replace(num_nextn_predict_layers=0)
     # the same weights everywhere: rank 0 writes one HF folder that all three models load
     folder = Path(tempfile.gettempdir()) / f"kexa-dist-bench-{os.environ.get('TORCHELASTIC_RUN_ID', 'x')}"
-    if P.is_main():
+    if D.is_main():
         torch.manual_seed(0)
         KExaone(cfg).save_pretrained(folder)
-    P.barrier()
+    D.barrier()
 
     def kexa(ep: bool):
         model = KExaone.from_pretrained(folder).train()
@@ -68,7 +69,7 @@ def main() -> None:
     models = {"kexa-fsdp2": kexa(False), "kexa-fsdp2-ep": kexa(True), "hf-fsdp2": hf()}
     impl = getattr(models["hf-fsdp2"].config, "_experts_implementation", None)
     opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
-    g = torch.Generator().manual_seed(P.rank())
+    g = torch.Generator().manual_seed(D.rank())
 
     def step(name: str) -> None:
         model = models[name]
@@ -87,16 +88,16 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in models:
             for i in range(args.chunk + 2):
-                P.barrier()
+                D.barrier()
                 t0 = time.perf_counter()
                 step(name)
-                P.barrier()
+                D.barrier()
                 if i >= 2:
                     times[name].append(time.perf_counter() - t0)
-    tokens = args.batch * args.seq * P.world()  # global tokens per step
+    tokens = args.batch * args.seq * D.world_size()  # global tokens per step
     medians = {name: tokens / statistics.median(ts) for name, ts in times.items()}
-    if P.is_main():
-        print(f"{args.preset}, {P.world()} gloo ranks x 1 thread, global batch {P.world()} x {args.batch} x {args.seq}, "
+    if D.is_main():
+        print(f"{args.preset}, {D.world_size()} gloo ranks x 1 thread, global batch {D.world_size()} x {args.batch} x {args.seq}, "
               f"fp32, AdamW; HF experts_implementation={impl!r}; {args.rounds} rounds x {args.chunk} timed steps")
         for name, tps in medians.items():
             print(f"  {name:<14} {tps:8.0f} tok/s   median step {statistics.median(times[name]):.3f}s")
@@ -105,7 +106,7 @@ def main() -> None:
             print(f"  {name:<26} {r:.2f}x")
         if args.out:
             Path(args.out).write_text(json.dumps({"tok_per_s": medians, "ratios": ratios, "hf_experts_implementation": impl,
-                                                  "args": vars(args), "world": P.world()}, indent=1))
+                                                  "args": vars(args), "world": D.world_size()}, indent=1))
     P.cleanup()
 
 

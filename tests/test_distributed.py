@@ -41,19 +41,20 @@ def train(mesh, *, optimizer: str, ac: bool = False, save: str | None = None) ->
     optimizer: the recipe's "muon" (Muon + AdamW) or "adamw" (AdamW everywhere)."""
     from kexa import KExaone, ModelConfig
     from kexa.model.moe import Router
+    from kexa.train import dist as D
     from kexa.train import parallel as P
     from kexa.train.expert_parallel import ExpertParallelExperts
     from kexa.train.optim import OptimConfig, build_optimizers
 
-    torch.manual_seed(1234 + P.rank())  # ranks start different: parallelize() must sync them
+    torch.manual_seed(1234 + D.rank())  # ranks start different: parallelize() must sync them
     cfg = ModelConfig.preset("tiny")
     model = KExaone(cfg)
-    if P.is_main():
+    if D.is_main():
         model.init_weights(seed=0)
     model = P.parallelize(model, mesh, activation_checkpointing=ac)
     optimizers = build_optimizers(model, OptimConfig(name=optimizer, lr=LR))
     routers = [m for m in model.modules() if isinstance(m, Router)]
-    rank, world = P.rank(), P.world()
+    rank, world = D.rank(), D.world_size()
     rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)  # this rank's share of the batch
     losses, norms = [], []
     for step in range(STEPS):
@@ -66,11 +67,11 @@ def train(mesh, *, optimizer: str, ac: bool = False, save: str | None = None) ->
             opt.step()
             opt.zero_grad(set_to_none=True)
         # aux-loss-free bias update (DeepSeek-V3 §2.1.2) from the GLOBAL loads, as the trainer does it
-        loads = P.all_reduce_sum(out.expert_loads.detach().float())  # (M, E)
+        loads = D.all_reduce_sum(out.expert_loads.detach().float())  # (M, E)
         with torch.no_grad():
             for router, load in zip(routers, loads):
                 router.e_score_correction_bias += GAMMA * torch.sign(load.mean() - load)
-        losses.append(float(P.all_reduce_mean(loss.detach().clone())))
+        losses.append(float(D.all_reduce_mean(loss.detach().clone())))
     model.eval()
     with torch.no_grad():  # every rank evaluates the same full batch: the checkpoint must reproduce it
         x, y = batch(STEPS, cfg.vocab_size)
@@ -88,12 +89,13 @@ def train(mesh, *, optimizer: str, ac: bool = False, save: str | None = None) ->
 def worker(out_dir: Path, ep_size: int) -> None:
     """Under torchrun: FSDP2 (AdamW) over all ranks, then EP (+ activation checkpointing, Muon whose
     Newton-Schulz gathers FSDP-sharded matrices and runs locally on ep-sharded expert stacks)."""
+    from kexa.train import dist as D
     from kexa.train import parallel as P
 
     mesh = P.init_distributed(ep_size=ep_size)
     results = {"fsdp": train(P.Mesh(dp=mesh.dp), optimizer="adamw", save=str(out_dir / "fsdp_model")),
                "ep": train(mesh, optimizer="muon", ac=True, save=str(out_dir / "ep_model"))}
-    if P.is_main():
+    if D.is_main():
         (out_dir / "results.json").write_text(json.dumps(results))
     P.cleanup()
 

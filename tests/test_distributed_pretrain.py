@@ -81,7 +81,7 @@ def test_sigterm_to_torchrun_then_resume_reproduces_the_run(runs, tmp_path):
     _, uninterrupted, _ = runs
     run = tmp_path / "killed"
     # SIGTERM to the launcher, as a cluster scheduler sends it: torchrun forwards it to the workers,
-    # which agree on the step (parallel.any_rank), save collectively and exit
+    # which agree on the step (dist.any_rank), save collectively and exit
     proc = subprocess.Popen(command(run, 2, *TWO_RANKS), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300

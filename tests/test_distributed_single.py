@@ -7,6 +7,7 @@ import torch.distributed as dist
 
 from kexa import KExaone, ModelConfig
 from kexa.model.moe import Experts
+from kexa.train import dist as D
 from kexa.train import parallel as P
 from kexa.train.expert_parallel import ExpertParallelExperts, apply_expert_parallel
 
@@ -16,11 +17,11 @@ def test_without_torchrun_everything_is_single_process(monkeypatch):
     assert P.init_distributed() is None
     with pytest.raises(ValueError, match="torchrun"):
         P.init_distributed(ep_size=2)
-    assert (P.world(), P.rank(), P.is_main()) == (1, 0, True)
-    assert P.any_rank(True) and not P.any_rank(False)
+    assert (D.world_size(), D.rank(), D.is_main()) == (1, 0, True)
+    assert D.any_rank(True) and not D.any_rank(False)
     t = torch.tensor([3.0])
-    assert P.all_reduce_mean(t) is t and P.all_reduce_sum(t).item() == 3.0
-    with P.main_process_first():
+    assert D.all_reduce_mean(t) is t and D.all_reduce_sum(t).item() == 3.0
+    with D.main_process_first():
         pass
     model = KExaone(ModelConfig.preset("tiny"))
     assert P.parallelize(model, None, activation_checkpointing=True) is model and model.activation_checkpointing

@@ -1,8 +1,9 @@
 """The loop reshape (a stage supplies its batch source and loss) leaves pre-training's numbers alone.
 
 tests/data/pretrain_losses_before_reshape.json was recorded with the loop as it was before the
-reshape (commit da9f497: PackedLoader and model.loss hard-wired), on test_train_loop's synthetic
-shards; the reshaped loop must reproduce every logged number bitwise (one process, fp32, CPU)."""
+reshape (PackedLoader and model.loss hard-wired; re-recorded on the `scale` branch once fresh models
+began drawing their initial weights from a generator seeded by train.seed), on test_train_loop's
+synthetic shards; the reshaped loop must reproduce every logged number bitwise (one process, fp32, CPU)."""
 
 import json
 from pathlib import Path

@@ -38,6 +38,10 @@ CONFIG_NAME = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 ARCHITECTURES = ("ExaoneMoeForCausalLM", "ExaoneMoEForCausalLM")
+# written to config.json, the engines' spelling first: vLLM's registry and SGLang's MTP draft remap
+# (architectures[0] == "ExaoneMoEForCausalLM" -> ExaoneMoEForCausalLMMTP) key on it, and without it
+# SGLang serves silently without MTP; transformers' spelling second (its auto classes go by model_type)
+SERVING_ARCHITECTURES = ["ExaoneMoEForCausalLM", "ExaoneMoeForCausalLM"]
 
 # (checkpoint-name regex, kexa-name template, part): part None = whole tensor; otherwise the
 # per-expert piece that lands in a slice of the fused kexa tensor.
@@ -138,21 +142,20 @@ def expected_piece_shape(full: torch.Size, part: str | None) -> list[int]:
     return list(full)
 
 
-def load_pretrained(cls, path, dtype: torch.dtype | None = None, device="cpu"):
-    path = Path(path)
+def check_folder(cls, path: Path, stacklevel: int = 3):
+    """Read config.json and every safetensors header and match them against the model `cls` builds
+    (on the meta device, so it costs nothing at any size). Returns (config, raw config dict, found:
+    checkpoint key -> (file, shape), plan: kexa name -> [(checkpoint key, expert, part)], the meta
+    model); raises a CheckpointError listing every missing / unexpected / mis-shaped tensor."""
     config, raw = read_config(path)
     found = scan(checkpoint_files(path))
     if config.has_mtp and not any(k.startswith("mtp.") for k in found):
         warnings.warn(f"{path}: config declares an MTP block but the checkpoint has no mtp.* tensors "
                       "(transformers drops them on save); loading without MTP — speculative decoding "
-                      "and the MTP loss are unavailable for this model", stacklevel=3)
+                      "and the MTP loss are unavailable for this model", stacklevel=stacklevel)
         config = config.replace(num_nextn_predict_layers=0)
-    if dtype is None:
-        dtype = DTYPES.get(raw.get("dtype") or raw.get("torch_dtype"), torch.float32)
-
     with torch.device("meta"):
         model = cls(config)
-    model.to(dtype)  # on meta: free; the router stays fp32 (see moe.Router._apply)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
@@ -198,7 +201,15 @@ def load_pretrained(cls, path, dtype: torch.dtype | None = None, device="cpu"):
             if items:
                 msg += listing(title, items)
         raise CheckpointError(msg)
+    return config, raw, found, plan, model
 
+
+def load_pretrained(cls, path, dtype: torch.dtype | None = None, device="cpu"):
+    path = Path(path)
+    config, raw, found, plan, model = check_folder(cls, path, stacklevel=4)
+    if dtype is None:
+        dtype = DTYPES.get(raw.get("dtype") or raw.get("torch_dtype"), torch.float32)
+    model.to(dtype)  # on meta: free; the router stays fp32 (see moe.Router._apply)
     model.to_empty(device=device)
     params = model.state_dict(keep_vars=True)
     by_file: dict[Path, list[tuple[str, str, int | None, str | None]]] = {}
@@ -222,6 +233,18 @@ def load_pretrained(cls, path, dtype: torch.dtype | None = None, device="cpu"):
 
 
 # ---------------------------------------------------------------------- writing
+def hf_config_dict(config: ModelConfig, dtype: torch.dtype) -> dict:
+    """config.json as released checkpoints write it, for transformers, vLLM and SGLang alike."""
+    hf = config.to_hf()
+    hf["architectures"] = list(SERVING_ARCHITECTURES)
+    # top-level rope_theta beside rope_parameters: SGLang reads it (transformers 5 drops it from the
+    # configs it saves, and a missing one makes SGLang fall back to its default theta)
+    hf["rope_theta"] = config.rope_theta
+    # "dtype" is transformers 5's key, "torch_dtype" the one older readers (engines) still look up
+    hf["dtype"] = hf["torch_dtype"] = str(dtype).removeprefix("torch.")
+    return hf
+
+
 def atomic_write(path: Path, write) -> None:
     """write(tmp_path) then fsync and rename over `path`; a crash leaves the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -277,6 +300,6 @@ def save_pretrained(model, path, max_shard_bytes: int = 5 * 2**30, per_expert: b
         if stale.name not in names:
             stale.unlink()
     dtype = next((t.dtype for n, t in state.items() if t.is_floating_point() and "mlp.gate." not in n), torch.float32)
-    hf = config.to_hf() | {"dtype": str(dtype).removeprefix("torch.")}
+    hf = hf_config_dict(config, dtype)
     atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(hf, indent=2)))
     fsync_dir(path)

@@ -12,7 +12,9 @@ Experts are SwiGLU; their outputs are weighted, summed in fp32 and cast once (HF
 numerics). Dropless: every (token, expert) assignment is computed — tokens are sorted by expert and
 each expert runs one matmul over all of its tokens (`torch._grouped_mm` when present, wrapped as a
 custom op so torch.compile can trace around it, else one matmul per expert that received tokens).
-There is no capacity factor and no Python loop over tokens.
+There is no capacity factor and no Python loop over tokens. Under torch.autocast the MoE casts its
+input to the autocast dtype at entry (autocast does not reach the grouped GEMM and the residual
+stream is fp32), so the experts compute in bf16 from fp32 master weights; the router stays fp32.
 
 Sequence-level balance loss (DeepSeek-V3 eq. 17-20), per sequence of T tokens:
     f_i = E / (k T) * #tokens routed to i,   P_i = mean_t s_it / sum_j s_jt,   L = sum_i f_i P_i
@@ -113,7 +115,7 @@ if HAS_GROUPED_MM:
 
 def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Rows of x sorted by expert; w (E, out, in). Returns x_e @ w_e^T for each expert's rows."""
-    if w.dtype != x.dtype:  # autocast does not cover _grouped_mm: follow the activation dtype
+    if w.dtype != x.dtype:  # fp32 master weights, bf16 activations under autocast (cast at MoE entry)
         w = w.to(x.dtype)
     if HAS_GROUPED_MM and x.shape[0] > 0:
         return _grouped_mm_op(x, w, offsets)
@@ -188,6 +190,11 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor, with_balance: bool = False):
         """x (B, T, C) -> out (B, T, C), expert loads (E,), balance term (scalar or None)."""
         B, T, C = x.shape
+        if torch.is_autocast_enabled(x.device.type):
+            # autocast covers nn.Linear but not the grouped expert GEMMs, which follow the activation
+            # dtype; the residual stream is fp32, so cast once here: the experts (most of the FLOPs)
+            # run in bf16 and the router still computes in fp32 (it casts to fp32 itself)
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         scores, idx, w = self.gate(x.reshape(-1, C))
         routed, loads = self.experts(x.reshape(-1, C), idx, w)
         out = routed.view(B, T, C)

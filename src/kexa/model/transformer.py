@@ -89,17 +89,21 @@ class KExaone(nn.Module):
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
-    def init_weights(self, seed: int | None = None) -> None:
+    def init_weights(self, seed: int | None = None, assign=None) -> None:
         """Scaled-normal init for training from scratch (GPT-2 / Megatron style):
         every matrix ~ N(0, initializer_range); the projections that write into the residual stream
         (o_proj, down_proj, experts.down_proj) get std / sqrt(2 * n_layers) so the residual variance
-        stays O(1) with depth; norms = 1; expert bias = 0."""
+        stays O(1) with depth; norms = 1; expert bias = 0.
+        assign(param, full_values) stores one tensor's values (default: copy); a sharded model passes
+        one that keeps only the rank's shard (train/parallel.py `init_sharded`), so every layout gets
+        the same values from the same seed."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         std = self.config.initializer_range
         out_std = std / math.sqrt(2 * (self.config.num_hidden_layers + self.config.num_nextn_predict_layers))
 
         def normal_(t: torch.Tensor, s: float) -> None:
-            t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float32).mul_(s).to(t.dtype))
+            full = torch.randn(t.shape, generator=gen, dtype=torch.float32).mul_(s)
+            t.copy_(full.to(t.dtype)) if assign is None else assign(t, full)
 
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -25,8 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+from .dist import all_reduce_sum, distributed
 
 
 @dataclass
@@ -58,10 +59,7 @@ def max_violation(loads: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_loads(loads: torch.Tensor) -> torch.Tensor:
     """Sum a (M, E) load tensor over data-parallel ranks (no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        loads = loads.clone()
-        dist.all_reduce(loads, op=dist.ReduceOp.SUM)
-    return loads
+    return all_reduce_sum(loads.clone()) if distributed() else loads
 
 
 class BiasBalancer:

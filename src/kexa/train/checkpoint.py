@@ -1,5 +1,6 @@
-"""Atomic training checkpoints: an HF model folder plus the full training state, manifest last.
+"""Atomic training checkpoints: the model and the full training state, manifest last.
 
+One process:
     RUN/checkpoints/step_00000150/
         model/             model.save_pretrained(): config.json + safetensors (HF exaone_moe layout);
                            the expert biases are model buffers, so they are in here; plus the
@@ -7,6 +8,13 @@
         train_state.pt     optimiser states, loader state, torch/python RNG, step and counters
         recipe.json        the recipe (compared on resume: `recipe.resume_mismatches`)
         manifest.json      written LAST: step, and the size + sha256 of every other file
+Under torchrun (FSDP2 / EP), sharded — nothing is gathered, each rank writes what it holds:
+    RUN/checkpoints/step_00000150/
+        shards/            torch.distributed.checkpoint: weights and optimiser states, one file per
+                           rank (__<rank>_0.distcp) + .metadata; loadable at any world size
+        hf/                config.json (+ tokenizer files): `kexa export` turns shards/ into a model folder
+        train_state.pt     loader state, RNG, step and counters (rank 0's; the optimiser is in shards/)
+        recipe.json, manifest.json
 
 A checkpoint is built in a hidden temporary folder beside its final name, every file fsynced, the
 manifest written, the folder renamed into place and the parent fsynced (torch.distributed.checkpoint
@@ -15,9 +23,6 @@ exists and whose files match it: a folder without a manifest is an interrupted w
 warning); a size or hash mismatch is corruption (skipped with a warning naming the file); if no
 checkpoint is valid, resuming fails with `CheckpointError`. Keep-last-N prunes only after a new
 checkpoint is complete, so the last good one always survives.
-
-Distributed runs (FSDP2): gathering the full model and optimiser state is collective (every rank
-calls `save_checkpoint`); only rank 0 writes. Single-process runs skip all of that.
 
     python -c "from kexa.train.checkpoint import latest_checkpoint; print(latest_checkpoint('runs/tiny'))"
 """
@@ -33,18 +38,15 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..model.hf import CheckpointError, atomic_write, fsync_dir
-from ..model.transformer import KExaone
+from .dist import barrier, distributed, is_main
 
 MANIFEST, STATE, RECIPE, MODEL = "manifest.json", "train_state.pt", "recipe.json", "model"
+SHARDS, CONFIG = "shards", "hf"  # sharded checkpoints: torch.distributed.checkpoint files, config + tokenizer
 FORMAT = "kexa-train-checkpoint-v1"
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+FORMAT_SHARDED = "kexa-train-checkpoint-sharded-v1"
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -73,25 +75,9 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def full_states(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> tuple[nn.Module | None, list]:
-    """(a plain model holding the full weights, optimiser state dicts) on rank 0; (None, []) elsewhere."""
-    if not distributed():
-        return model, [opt.state_dict() for opt in optimizers]
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    from .parallel import full_state_dict
-    weights = full_state_dict(model)
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    optim = [get_optimizer_state_dict(model, opt, options=opts) for opt in optimizers]
-    if dist.get_rank() != 0:
-        return None, []
-    with torch.device("meta"):  # a storage-less twin; the gathered tensors are assigned
-        plain = KExaone(model.config)
-    plain.load_state_dict(weights, assign=True)
-    return plain, optim
-
-
 def load_optimizer_states(model: nn.Module, optimizers: list[torch.optim.Optimizer], states: list) -> None:
+    """Full optimiser states (a single-process checkpoint) into this run's optimisers; under torchrun
+    `set_optimizer_state_dict` re-shards them."""
     if len(states) != len(optimizers):
         raise CheckpointError(f"checkpoint has {len(states)} optimiser state(s), this run builds {len(optimizers)}: "
                               f"was the optimiser changed?")
@@ -108,36 +94,85 @@ def load_optimizer_states(model: nn.Module, optimizers: list[torch.optim.Optimiz
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizers: list[torch.optim.Optimizer],
-                    train_state: dict, recipe: dict, keep_last: int = 2, tokenizer=None) -> Path | None:
-    """Write RUN/checkpoints/step_N atomically (collective when distributed; rank 0 writes). Returns its path."""
-    plain, optim_states = full_states(model, optimizers)
+                    train_state: dict, recipe: dict, keep_last: int = 2, tokenizer=None) -> Path:
+    """Write RUN/checkpoints/step_N atomically and return its path. One process: the HF model folder
+    plus full optimiser states. Under torchrun: sharded (collective; see the module docstring)."""
     root = checkpoint_dir(run_dir)
     final = root / f"step_{step:08d}"
-    if plain is not None:
+    if distributed():
+        return save_sharded(root, final, step, model, optimizers, train_state, recipe, keep_last, tokenizer)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save_pretrained(tmp / MODEL)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp / MODEL)
+    state = dict(train_state, step=step, optimizers=[opt.state_dict() for opt in optimizers], rng=rng_state(),
+                 format=FORMAT)
+    atomic_write(tmp / STATE, lambda p: torch.save(state, p))
+    seal(tmp, final, step, recipe, FORMAT, keep_last)
+    return final
+
+
+def save_sharded(root: Path, final: Path, step: int, model: nn.Module, optimizers: list[torch.optim.Optimizer],
+                 train_state: dict, recipe: dict, keep_last: int, tokenizer) -> Path:
+    """Every rank writes its own shards of the weights and optimiser states with
+    torch.distributed.checkpoint (no gather: a rank's memory stays its shard); rank 0 writes the
+    config, tokenizer, training state and, once all shards are on disk, the manifest."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from ..model.hf import hf_config_dict
+    tmp = root / f".tmp-step_{step:08d}-sharded"  # one name for all ranks: each writes its files into it
+    if is_main():
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        plain.save_pretrained(tmp / MODEL)
+    barrier()
+    model_state, optim_state = get_state_dict(model, optimizers)  # DTensor shards, nothing gathered
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp / SHARDS)
+    if is_main():
+        (tmp / CONFIG).mkdir()
+        config = hf_config_dict(model.config, torch.float32)
+        atomic_write(tmp / CONFIG / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp / MODEL)
-        state = dict(train_state, step=step, optimizers=optim_states, rng=rng_state(), format=FORMAT)
+            tokenizer.save_pretrained(tmp / CONFIG)
+        state = dict(train_state, step=step, rng=rng_state(), format=FORMAT_SHARDED)
         atomic_write(tmp / STATE, lambda p: torch.save(state, p))
-        atomic_write(tmp / RECIPE, lambda p: p.write_text(json.dumps(recipe, indent=1)))
-        files = {str(f.relative_to(tmp)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
-                 for f in sorted(tmp.rglob("*")) if f.is_file()}
-        manifest = {"format": FORMAT, "step": step, "files": files}
-        atomic_write(tmp / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
-        fsync_dir(tmp / MODEL)
-        fsync_dir(tmp)
-        if final.exists():  # a re-save of the same step (e.g. SIGTERM right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fsync_dir(root)
-        prune(run_dir, keep_last)
-    if distributed():
-        dist.barrier()
+        seal(tmp, final, step, recipe, FORMAT_SHARDED, keep_last)
+    barrier()
     return final
+
+
+def seal(tmp: Path, final: Path, step: int, recipe: dict, fmt: str, keep_last: int) -> None:
+    """Write recipe and manifest (last) into tmp, rename it to `final`, fsync, prune old checkpoints."""
+    atomic_write(tmp / RECIPE, lambda p: p.write_text(json.dumps(recipe, indent=1)))
+    files = {str(f.relative_to(tmp)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+             for f in sorted(tmp.rglob("*")) if f.is_file()}
+    manifest = {"format": fmt, "step": step, "files": files}
+    atomic_write(tmp / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    for folder in sorted({f.parent for f in tmp.rglob("*") if f.is_file()}):
+        fsync_dir(folder)
+    if final.exists():  # a re-save of the same step (e.g. SIGTERM right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    prune(final.parent.parent, keep_last)
+
+
+def is_sharded(ckpt: Path) -> bool:
+    return (ckpt / SHARDS).is_dir()
+
+
+def load_sharded(ckpt: Path, model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
+    """Load a sharded checkpoint into this run's (parallelized) model and optimisers: each rank reads
+    the pieces of its own shards, whatever the saving world size was."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    model_state, optim_state = get_state_dict(model, optimizers)  # this run's layout, to be filled
+    dcp.load({"model": model_state, "optim": optim_state}, checkpoint_id=ckpt / SHARDS, no_dist=not distributed())
+    set_state_dict(model, optimizers, model_state_dict=model_state, optim_state_dict=optim_state)
 
 
 def verify(ckpt: Path) -> str | None:
@@ -178,7 +213,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def load_train_state(ckpt: Path) -> dict:
     state = torch.load(ckpt / STATE, map_location="cpu", weights_only=False)  # our own file, manifest-verified
-    if state.get("format") != FORMAT:
+    if state.get("format") not in (FORMAT, FORMAT_SHARDED):
         raise CheckpointError(f"{ckpt / STATE}: unknown format {state.get('format')!r}")
     return state
 

@@ -44,18 +44,19 @@ from torch.distributed.tensor import Shard, distribute_tensor
 from ..model.moe import Experts, grouped_matmul
 
 
-class ExpertParallelExperts(nn.Module):
-    """Drop-in for `Experts` on an ep mesh: same parameter names, dim 0 sharded over the mesh."""
+class ExpertParallelExperts(Experts):
+    """Drop-in for `Experts` on an ep mesh: same parameter names, dim 0 sharded over the mesh. A
+    subclass, so what treats experts by type (init_weights, the optimiser split) treats these alike."""
 
     def __init__(self, experts: Experts, ep_mesh: DeviceMesh):
-        super().__init__()
+        nn.Module.__init__(self)  # Experts.__init__ would allocate the full stacks
         E = experts.gate_up_proj.shape[0]
         ep = ep_mesh.size()
         if E % ep:
             raise ValueError(f"expert parallelism needs num_experts ({E}) divisible by the ep size ({ep})")
         self.num_experts, self.ep_mesh = E, ep_mesh
         # distribute_tensor scatters rank 0's full stacks, so every rank ends with the same experts
-        # whatever its own initialisation was
+        # whatever its own initialisation was (on the meta device: shapes only, init_sharded fills them)
         self.gate_up_proj = nn.Parameter(distribute_tensor(experts.gate_up_proj.detach(), ep_mesh, [Shard(0)]))
         self.down_proj = nn.Parameter(distribute_tensor(experts.down_proj.detach(), ep_mesh, [Shard(0)]))
 
@@ -103,7 +104,7 @@ def apply_expert_parallel(model: nn.Module, ep_mesh: DeviceMesh) -> list[ExpertP
     swapped = []
     for module in list(model.modules()):
         experts = getattr(module, "experts", None)
-        if isinstance(experts, Experts):
+        if isinstance(experts, Experts) and not isinstance(experts, ExpertParallelExperts):
             module.experts = ExpertParallelExperts(experts, ep_mesh)
             swapped.append(module.experts)
     if not swapped:

@@ -33,13 +33,16 @@ checkpoints and exact resume (the source's state is saved with the step) — sta
 Exact resume: the checkpoint holds weights (fp32 safetensors, expert biases included), optimiser
 states, the loader's generator and cursors, the torch RNG and the step; metrics.jsonl is truncated
 to the checkpoint's step. On CPU in one process the resumed loss sequence equals the uninterrupted
-one bitwise (tests/test_train_loop.py, with a real SIGTERM to a subprocess).
+one bitwise (tests/test_train_loop.py, with a real SIGTERM to a subprocess); under torchrun the
+checkpoint is sharded (checkpoint.py) and so is the resume (tests/test_dist_checkpoint.py). A resume
+whose train.steps moves the WSD or curriculum boundaries is refused unless allowed (`schedule_change`).
 
-Distributed (torchrun, WORLD_SIZE set): `parallel.init_distributed` + `parallel.parallelize`
-(FSDP2, optional expert parallelism) from the parallel module; each rank reads its slice of the
+Distributed (torchrun, WORLD_SIZE set): a fresh model is built on the meta device, then
+`parallel.init_distributed` + `parallel.parallelize` (FSDP2, optional expert parallelism) +
+`parallel.init_sharded` (each rank initialises its own shards); each rank reads its slice of the
 global batch (the loader shards by rank); expert loads, losses and the non-finite flag are
-all-reduced, so every rank takes the same decision and the same bias update; rank 0 alone logs,
-draws the progress bar and writes files.
+all-reduced (dist.py, on the process group's device), so every rank takes the same decision and
+the same bias update; rank 0 alone logs, draws the progress bar and writes files.
 
     python -c "from kexa.train.loop import train; help(train)"
 """
@@ -50,6 +53,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,7 +61,6 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..data.loader import IGNORE, Curriculum, PackedLoader, Stage, heldout_batches
@@ -65,6 +68,7 @@ from ..data.shards import TokenShards
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from . import checkpoint as ckpt
+from . import dist as D
 from .balance import BiasBalancer, load_histogram, max_violation
 from .optim import build_optimizers
 from .recipe import Recipe, RecipeError, resume_mismatches
@@ -160,19 +164,6 @@ def enable_fp8(model: nn.Module, device: torch.device) -> None:
     convert_to_float8_training(model, module_filter_fn=keep, config=Float8LinearConfig.from_recipe_name("tensorwise"))
 
 
-# ---------------------------------------------------------------------------- distributed glue
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if world()[1] > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 class StopFlag:
     """SIGINT/SIGTERM handler: remember the signal; the loop saves and returns after this step."""
 
@@ -195,21 +186,57 @@ class StopFlag:
 
 
 # ---------------------------------------------------------------------------- model / state
-def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None) -> KExaone:
+def build_model(recipe: Recipe, data: TrainData, init_from: str | Path | None, meta: bool = False) -> KExaone:
+    """The model a run starts from: `init_from`'s weights, or a fresh init drawn from a generator
+    seeded with train.seed (`init_weights(seed=)`: the values do not depend on what else used the
+    global RNG). meta=True (a fresh model under torchrun) leaves it on the meta device:
+    `parallel.parallelize` allocates each rank's shards and `parallel.init_sharded` fills them with
+    the same draws, so no rank holds the whole model."""
     if init_from is not None:
         source = KExaone.from_pretrained(init_from)
         overrides = {k: v for k, v in recipe.model.items() if k != "preset"}
         model = KExaone(source.config.replace(**overrides))
         model.load_state_dict(source.state_dict())
         return model
-    torch.manual_seed(recipe.train.seed)
-    return KExaone(recipe.model_config(data.vocab_size))
+    with torch.device("meta"):  # shapes only: the values come from init_weights' own generator below
+        model = KExaone(recipe.model_config(data.vocab_size))
+    if not meta:
+        model.to_empty(device="cpu")
+        model.init_weights(seed=recipe.train.seed)
+    return model
 
 
 def curriculum(recipe: Recipe, sources: dict[str, TokenShards], steps: int) -> Curriculum:
     """The recipe's curriculum over `steps`; without one, a single stage of data.weights (default uniform)."""
     stages = recipe.curriculum or [Stage("main", 1.0, recipe.data.weights or {n: 1.0 for n in sources})]
     return Curriculum(stages, steps, list(sources))
+
+
+def schedule_boundaries(recipe: Recipe, sources: list[str], steps: int) -> dict[str, Any]:
+    """The steps at which a run of `steps` optimiser steps changes its learning rate or its data:
+    WSD's warmup end and decay start (schedule.py) and the first step of every curriculum stage after
+    the first (loader.Curriculum). All of them scale with train.steps."""
+    warmup, decay = round(recipe.schedule.warmup * steps), round(recipe.schedule.decay * steps)  # as WSD.factor
+    stages = curriculum(recipe, dict.fromkeys(sources), steps)
+    return {"warmup_end": warmup, "decay_start": steps - decay if decay else None,
+            "stage_starts": [math.ceil(e) for e in stages.ends[:-1]]}
+
+
+def schedule_change(recipe: Recipe, sources: list[str], saved_steps: int, allow: bool) -> str | None:
+    """On resume with another train.steps: None if the schedule's boundaries are unchanged, else a
+    line naming old -> new boundaries (returned when `allow`, raised as a RecipeError otherwise).
+    A resumed run with moved boundaries is not the run the checkpoint started: the decay would begin
+    at another step, and a stage already half-read would end early or late."""
+    old = schedule_boundaries(recipe, sources, saved_steps)
+    new = schedule_boundaries(recipe, sources, recipe.train.steps)
+    if old == new:
+        return None
+    moved = ", ".join(f"{k} {old[k]} -> {new[k]}" for k in old if old[k] != new[k])
+    line = f"train.steps {saved_steps} -> {recipe.train.steps} moves the schedule: {moved}"
+    if not allow:
+        raise RecipeError(f"cannot resume: {line}; pass --allow-schedule-change to accept it, or resume "
+                          f"with train.steps = {saved_steps}")
+    return line
 
 
 @torch.no_grad()
@@ -237,11 +264,11 @@ def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
     finally:
         model.train(was_training)
     names = sorted(sums)
-    totals = all_reduce_sum(torch.tensor([[sums[n][0], sums[n][1]] for n in names], dtype=torch.float64))
+    totals = D.all_reduce_sum(torch.tensor([[sums[n][0], sums[n][1]] for n in names], dtype=torch.float64))
     metrics = {f"val_loss/{n}": float(t[0] / max(t[1], 1)) for n, t in zip(names, totals)}
     metrics["val_loss"] = float(totals[:, 0].sum() / totals[:, 1].sum().clamp_min(1))
     if loads is not None:
-        loads = all_reduce_sum(loads)  # (M, E) over the whole held-out pass
+        loads = D.all_reduce_sum(loads)  # (M, E) over the whole held-out pass
         metrics["maxvio_global"] = float(max_violation(loads).mean())
         if histogram:
             metrics["expert_load_global"] = [[round(x, 5) for x in row] for row in load_histogram(loads)]
@@ -265,7 +292,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
           on_step: Callable[[dict], None] | None = None, loss: StepLoss = model_loss,
           extra_eval: Callable[[nn.Module], dict] | None = None, desc: str = "pretrain",
           load_model: Callable[[Path], KExaone] = KExaone.from_pretrained,
-          export_model: Callable[[KExaone], KExaone] | None = None) -> TrainResult:
+          export_model: Callable[[KExaone], KExaone] | None = None,
+          allow_schedule_change: bool = False) -> TrainResult:
     """Run (or resume) the recipe's optimiser steps in `run_dir`; see the module docstring.
 
     init_from: an HF model folder to start from (later stages); model: a ready model for a fresh
@@ -273,13 +301,15 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     StepLoss (default: model_loss); extra_eval(model) -> metrics runs beside the held-out loss on
     its cadence (a stage's own evaluation, e.g. SFT's task accuracy); desc: the progress bar's label;
     load_model(folder): how a checkpoint's model/ is read on resume (LoRA: with its adapters);
-    export_model(model): applied once before RUN/model is written (LoRA: merge the adapters)."""
+    export_model(model): applied once before RUN/model is written (LoRA: merge the adapters);
+    allow_schedule_change: resume even if another train.steps moves the WSD / curriculum boundaries
+    (`schedule_change`; the old and new boundaries are printed)."""
     run_dir = Path(run_dir)
     tc, dc = recipe.train, recipe.data
     device = resolve_device(tc.device)
     from . import parallel  # FSDP2 / expert parallelism live there (owned by the distributed stage)
     mesh = parallel.init_distributed(ep_size=tc.ep_size)
-    rank, world_size = world()
+    rank, world_size = D.rank(), D.world_size()
     main = rank == 0
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -291,20 +321,32 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         resume_from = ckpt.latest_checkpoint(run_dir)
         if resume_from is None:
             raise CheckpointError(f"--resume: no valid checkpoint in {ckpt.checkpoint_dir(run_dir)}")
-        problems = resume_mismatches(ckpt.load_recipe_dict(resume_from), recipe.to_dict())
+        saved = ckpt.load_recipe_dict(resume_from)
+        problems = resume_mismatches(saved, recipe.to_dict())
         if problems:
             raise RecipeError(f"cannot resume from {resume_from}: the recipe differs in\n  " + "\n  ".join(problems)
                               + "\n(use a new --run-dir, or the original recipe)")
-        model = load_model(resume_from / ckpt.MODEL)
+        saved_steps = saved.get("train", {}).get("steps", tc.steps)
+        moved = schedule_change(recipe, list(data.train), saved_steps, allow_schedule_change)
+        if moved and main:
+            print(f"resuming from {resume_from} with a changed schedule (--allow-schedule-change): {moved}",
+                  file=sys.stderr, flush=True)
+        # a sharded checkpoint is loaded into the parallelized model below (built on meta); a full one here
+        model = build_model(recipe, data, None, meta=mesh is not None) if ckpt.is_sharded(resume_from) else \
+            load_model(resume_from / ckpt.MODEL)
     elif model is None:
-        model = build_model(recipe, data, init_from)
+        model = build_model(recipe, data, init_from, meta=mesh is not None and init_from is None)
 
-    model.to(device)
+    on_meta = any(p.is_meta for p in model.parameters())
+    if not on_meta:
+        model.to(device)
     if tc.fp8:
         enable_fp8(model, device)
     if tc.compile:
         model.compile_blocks()
     model = parallel.parallelize(model, mesh, activation_checkpointing=tc.activation_checkpointing)
+    if on_meta and resume_from is None:  # the same draws as a single-process build from train.seed
+        parallel.init_sharded(model, seed=tc.seed)  # (resuming, load_sharded fills every tensor instead)
     model.train()
     optimizers = build_optimizers(model, recipe.optim)
     balancer = BiasBalancer(model, recipe.balance)
@@ -319,7 +361,10 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     step, skipped, tokens_seen = 0, 0, 0
     if resume_from is not None:
         state = ckpt.load_train_state(resume_from)
-        ckpt.load_optimizer_states(model, optimizers, state["optimizers"])
+        if ckpt.is_sharded(resume_from):
+            ckpt.load_sharded(resume_from, model, optimizers)
+        else:
+            ckpt.load_optimizer_states(model, optimizers, state["optimizers"])
         loader.load_state_dict(state["loader"])
         ckpt.set_rng_state(state["rng"])
         step, skipped, tokens_seen = state["step"], state["skipped"], state["tokens"]
@@ -358,7 +403,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                 micro = [loader.next_batch() for _ in range(dc.grad_accum)]
                 valid = torch.tensor([[(b[1] != IGNORE).sum(), (b[1][:, 1:] != IGNORE).sum()] for b in micro],
                                      dtype=torch.float64)  # (grad_accum, 2): main / MTP labels per micro-batch
-                n_global = all_reduce_sum(valid.sum(0)).clamp_min(1).tolist()
+                n_global = D.all_reduce_sum(valid.sum(0)).clamp_min(1).tolist()
                 sums = torch.zeros(3, dtype=torch.float64)  # token-summed CE, token-summed MTP CE, balance
                 loads = None
                 for batch, (n_ce, n_mtp) in zip(micro, valid.tolist()):
@@ -377,7 +422,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                     if out.expert_loads is not None:
                         loads = out.expert_loads.detach() if loads is None else loads + out.expert_loads.detach()
                 # ---- global loss (mean CE per token), gradient norm, non-finite guard (same decision on every rank)
-                ce, mtp, balance = (all_reduce_sum(sums) / torch.tensor([*n_global, dc.grad_accum * world_size],
+                ce, mtp, balance = (D.all_reduce_sum(sums) / torch.tensor([*n_global, dc.grad_accum * world_size],
                                                                         dtype=torch.float64)).tolist()
                 total = ce + recipe.balance.mtp_weight * mtp + recipe.balance.alpha * balance
                 grad_norm = parallel.clip_grad_norm_(params, recipe.optim.grad_clip or math.inf)
@@ -424,7 +469,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                     raise NonFiniteError(f"{bad_in_row} consecutive steps with a non-finite loss or gradient "
                                          f"(last at step {step}); stopping. Last good checkpoint: "
                                          f"{good if good else 'none saved yet'}")
-                if parallel.any_rank(stop.signal is not None):  # all ranks stop at the same step
+                if D.any_rank(stop.signal is not None):  # all ranks stop at the same step
                     interrupted = stop.signal or "SIGTERM"
                     save(step)
                     break

@@ -7,7 +7,8 @@ Launch (CPU, gloo; NCCL is chosen automatically when CUDA is present):
 Mesh. `init_distributed(ep_size)` builds a 2-D mesh ("dp_mod_ep", "ep") of shape
 (world / ep_size, ep_size) and flattens it into "dp" (every rank: the data-parallel dimension);
 it returns the three as a `Mesh`. Each rank reads its own slice of the global batch (rank r of
-`world()`); with ep_size = 1 there is only the 1-D "dp" mesh.
+`dist.world_size()`); with ep_size = 1 there is only the 1-D "dp" mesh. Rank, world size and the
+collectives (which put tensors on the group's device: NCCL rejects CPU tensors) live in dist.py.
 
 `parallelize()` follows torchtitan's order (parallelize_deepseekv3):
     1. EP     expert stacks sharded on dim 0 over "ep"; tokens exchanged by all-to-all
@@ -29,8 +30,14 @@ group with an fp32 policy; reference: HF `_keep_in_fp32_modules_strict`, DeepSee
 bias replicated by updating it from all-reduced expert loads (same inputs -> same update on every
 rank); `buffers_in_sync()` checks that.
 
-Checkpoints: `full_state_dict()` gathers the full (unsharded) tensors to rank 0's CPU and
-`save_full_pretrained()` writes them as the HF folder through `model.save_pretrained` there.
+Meta-device models: `parallelize()` also takes a model built on the meta device; it shards it and
+allocates only this rank's shards (`to_empty`), and `init_sharded(model, seed)` fills them with the
+values a single-process `init_weights(seed)` draws (each tensor drawn in full, one at a time, the
+rank's block kept), so no rank ever materialises the whole model.
+
+Final model: `full_state_dict()` gathers the full (unsharded) tensors to rank 0's CPU and
+`save_full_pretrained()` writes them as the HF folder through `model.save_pretrained` there
+(training checkpoints are sharded instead: checkpoint.py).
 
 Not launched by torchrun (no WORLD_SIZE): `init_distributed()` returns None and every helper
 degrades to the single-process answer, so the trainer needs no branches.
@@ -39,7 +46,6 @@ degrades to the single-process answer, so the trainer needs no branches.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -51,9 +57,11 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from ..model.moe import Router
 from ..model.transformer import KExaone
+from . import dist as D
 from .expert_parallel import apply_expert_parallel
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -108,66 +116,11 @@ def init_distributed(ep_size: int = 1, backend: str | None = None,
     return _MESHES[ep_size]
 
 
-def world() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def is_main() -> bool:
-    """Rank 0 logs, saves checkpoints and draws plots."""
-    return rank() == 0
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def cleanup() -> None:
+    """Forget the meshes and leave the process group (end of a job or test)."""
     _MESHES.clear()
-    if dist.is_initialized():
+    if D.initialized():
         dist.destroy_process_group()
-
-
-@contextmanager
-def main_process_first():
-    """Rank 0 runs the block first (e.g. building data caches), the others after it has finished
-    (then reusing what it wrote): `with main_process_first(): data = prepare_data(recipe)`."""
-    if not is_main():
-        barrier()
-    try:
-        yield
-    finally:
-        if is_main():
-            barrier()
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank if it is True on any rank: collective decisions (stop on a signal that
-    reached the ranks at different steps) must be taken by all ranks at the same step."""
-    if not dist.is_initialized():
-        return flag
-    t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """In-place sum over all ranks (e.g. expert loads for the bias update); returns t."""
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """In-place mean over all ranks (e.g. the logged loss); returns t."""
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t.div_(dist.get_world_size())
-    return t
 
 
 # ---------------------------------------------------------------------------------- parallelize
@@ -183,15 +136,16 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
     if isinstance(mixed_precision, str) and mixed_precision not in DTYPES:
         raise ValueError(f"mixed_precision must be one of {sorted(DTYPES)} or a torch dtype, got {mixed_precision!r}")
     model.activation_checkpointing = activation_checkpointing
+    meta = any(p.is_meta for p in model.parameters())
     if mesh is None:
+        if meta:
+            raise ValueError("parallelize() without a mesh needs materialised weights (there is nothing to shard)")
         return model
-    if any(p.is_meta for p in model.parameters()):
-        raise ValueError("parallelize() needs materialised weights (it syncs them from rank 0); "
-                         "build the model on CPU/GPU or load a checkpoint first")
     dp = mesh.dp
     device = torch.device("cuda", torch.cuda.current_device()) if dp.device_type == "cuda" else torch.device("cpu")
-    model.to(device)
-    sync_from_rank0(model)
+    if not meta:  # a built or loaded model: rank 0's values everywhere
+        model.to(device)
+        sync_from_rank0(model)
     param_dtype = DTYPES[mixed_precision] if isinstance(mixed_precision, str) else mixed_precision
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
@@ -206,10 +160,8 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
             module.set_gradient_divide_factor(float(dp.size()))
             if dp.device_type == "cpu":  # gloo has no PREMUL_SUM: reduce with SUM, then scale
                 module.set_force_sum_reduction_for_comms(True)
-        else:  # nothing to shard: keep the ep-sharded DTensors out of FSDP and divide here
-            for p in module.parameters():
-                p.register_hook(lambda g, n=float(dp.size()): g / n)
-                ignored.add(p)
+        else:  # nothing to shard: keep the ep-sharded DTensors out of FSDP (their hook divides, below)
+            ignored.update(module.parameters())
 
     if param_dtype not in (None, torch.float32):  # routers compute from fp32 weights: their own group
         for module in model.modules():
@@ -223,32 +175,49 @@ def parallelize(model: nn.Module, mesh: Mesh | None, *, activation_checkpointing
         fully_shard(model.mtp, mesh=dp, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     # the root keeps its parameters gathered after forward: backward starts with them (torchtitan)
     fully_shard(model, mesh=dp, mp_policy=policy, reshard_after_forward=False, ignored_params=ignored or None)
+    if meta:  # storage for this rank's shards only; init_sharded() fills them
+        model.to_empty(device=device)
+    # after to_empty, which may replace Parameter objects (and so drop hooks on the old ones)
+    for module in experts:
+        if mesh.dp_mod_ep.size() == 1:
+            for p in module.parameters():
+                p.register_hook(lambda g, n=float(dp.size()): g / n)
     return model
+
+
+@torch.no_grad()
+def init_sharded(model: nn.Module, seed: int | None = None) -> None:
+    """Initialise a model that was parallelized on the meta device: `init_weights` draws each tensor
+    in full (one at a time, on the CPU, the same draws on every rank and in a single process) and each
+    rank keeps its own shard, so the values equal a single-process init from the same RNG state while
+    no rank ever holds more than its shards plus one full tensor."""
+    def assign(t: torch.Tensor, full: torch.Tensor) -> None:
+        if not isinstance(t, DTensor):
+            t.copy_(full.to(t.dtype))
+            return
+        shape, offset = compute_local_shape_and_global_offset(t.shape, t.device_mesh, t.placements)
+        piece = full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]  # this rank's block
+        t.to_local().copy_(piece.to(t.dtype))
+
+    model.init_weights(seed, assign=assign)
 
 
 @torch.no_grad()
 def sync_from_rank0(model: nn.Module) -> None:
     """Broadcast every parameter and buffer from rank 0, so ranks agree whatever their init."""
-    if not dist.is_initialized():
-        return
     for t in list(model.parameters()) + list(model.buffers()):
-        dist.broadcast(t.data, src=0)
+        D.broadcast(t.data, src=0)
 
 
 @torch.no_grad()
 def buffers_in_sync(model: nn.Module, atol: float = 0.0) -> bool:
     """True if every buffer (the routers' e_score_correction_bias) is equal on all ranks."""
-    if not dist.is_initialized():
-        return True
-    ok = torch.ones(1)
+    ok = True
     for b in model.buffers():
         b = b.detach().float()
-        lo, hi = b.clone(), b.clone()
-        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-        if (hi - lo).abs().max() > atol:
-            ok.zero_()
-    return bool(ok.item())
+        hi, neg_lo = D.all_reduce_max(b.clone()), D.all_reduce_max(-b)  # max and -min over ranks
+        ok &= bool((hi + neg_lo).abs().max() <= atol)
+    return ok
 
 
 # ---------------------------------------------------------------------------------- gradients
@@ -262,7 +231,7 @@ def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    n = world()
+    n = D.world_size()
     squares = torch.zeros((), dtype=torch.float32, device=grads[0].device)
     for g in grads:
         if isinstance(g, DTensor):
@@ -273,7 +242,7 @@ def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
             squares += g.to_local().float().pow(2).sum() / copies
         else:
             squares += g.float().pow(2).sum() / n
-    total = all_reduce_sum(squares).sqrt()
+    total = D.all_reduce_sum(squares).sqrt()
     scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for g in grads:
         (g.to_local() if isinstance(g, DTensor) else g).mul_(scale)  # in place on the shards
@@ -285,7 +254,7 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Unsharded CPU state dict (parameters + persistent buffers) on rank 0; {} on other ranks.
     Collective: every rank must call it."""
     if not isinstance(model, FSDPModule) and not any(isinstance(p, DTensor) for p in model.parameters()):
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()} if is_main() else {}
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()} if D.is_main() else {}
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
@@ -293,9 +262,9 @@ def save_full_pretrained(model: nn.Module, path: str | Path, **kwargs) -> None:
     """Gather the model to rank 0 and write the HF folder there (`model.save_pretrained`, atomic
     files). Collective; ranks leave together after the write."""
     state = full_state_dict(model)
-    if is_main():
+    if D.is_main():
         with torch.device("meta"):  # a plain twin without storage; the gathered tensors are assigned
             plain = KExaone(model.config)
         plain.load_state_dict(state, assign=True)
         plain.save_pretrained(path, **kwargs)
-    barrier()
+    D.barrier()

@@ -3,6 +3,7 @@
     kexa pretrain --config configs/tiny.toml --run-dir runs/tiny            # ~1 min on 2 CPU cores
     kexa pretrain --config configs/nano.toml --run-dir runs/nano --set optim.lr=2e-3
     kexa pretrain --config configs/tiny.toml --run-dir runs/tiny --resume   # after Ctrl-C / SIGTERM
+    kexa pretrain ... --resume --steps 300 --allow-schedule-change   # longer run: WSD/curriculum boundaries move
     OMP_NUM_THREADS=1 torchrun --nproc_per_node=2 -m kexa.cli pretrain --config configs/tiny.toml --run-dir runs/dp
 
 RUN_DIR gets metrics.jsonl (one JSON object per optimiser step), checkpoints/step_N/ (HF model
@@ -31,16 +32,17 @@ from .recipe import Recipe, RecipeError, load_recipe
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
-def pretrain(recipe: Recipe, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
+def pretrain(recipe: Recipe, run_dir: str | Path, resume: bool = False, quiet: bool = False,
+             allow_schedule_change: bool = False) -> TrainResult:
     """Prepare (or reuse) the recipe's corpus, tokenizer and shards, then train in run_dir."""
-    from . import parallel
+    from . import dist, parallel
     try:
         parallel.init_distributed(ep_size=recipe.train.ep_size)
     except ValueError as e:  # the launch does not fit the recipe (ep_size vs the number of processes)
         raise RecipeError(f"train.ep_size: {e}") from e
-    with parallel.main_process_first():  # under torchrun: rank 0 builds the caches, the other ranks reuse them
+    with dist.main_process_first():  # under torchrun: rank 0 builds the caches, the other ranks reuse them
         data = prepare_data(recipe)
-    return train(recipe, run_dir, data, resume=resume, quiet=quiet)
+    return train(recipe, run_dir, data, resume=resume, quiet=quiet, allow_schedule_change=allow_schedule_change)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True, help="output folder: metrics.jsonl, checkpoints/, model/")
     p.add_argument("--steps", type=int, help="optimiser steps (overrides train.steps)")
     p.add_argument("--resume", action="store_true", help="continue from the latest valid checkpoint in --run-dir")
+    p.add_argument("--allow-schedule-change", action="store_true",
+                   help="with --resume and another --steps: accept the moved WSD decay / curriculum boundaries "
+                        "(printed old -> new); refused without it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -62,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.config, overrides)
         if recipe.train.threads:  # a process-wide setting: applied here, in the command, not in the library
             torch.set_num_threads(recipe.train.threads)
-        result = pretrain(recipe, args.run_dir, resume=args.resume, quiet=args.quiet)
+        result = pretrain(recipe, args.run_dir, resume=args.resume, quiet=args.quiet,
+                          allow_schedule_change=args.allow_schedule_change)
     except (RecipeError, CheckpointError, ShardError, NonFiniteError, FileNotFoundError) as e:
         print(f"kexa pretrain: error: {e}", file=sys.stderr)
         return 1
