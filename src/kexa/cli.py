@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("kexa.data.cli", "build the multilingual corpus (ko/en/es/de/ja/vi/code/stem) from offline sources"),
     "generate": ("kexa.infer.cli", "generate text from a model folder (streaming, --speculative MTP drafts, --json)"),
     "chat": ("kexa.infer.chat", "interactive chat with the chat template, reasoning on/off, streaming"),
-    "eval": ("kexa.eval.cli", "evaluate a model folder: niah (needle in a haystack, lengths x depths, heat map)"),
+    "eval": ("kexa.eval.cli", "evaluate: niah (needle in a haystack, lengths x depths, heat map), humaneval (pass@k in the sandbox)"),
     "extend": ("kexa.train.extend", "staged context extension gated by NIAH and short-context loss"),
     "sft": ("kexa.train.sft", "supervised fine-tuning on chat data: reasoning on/off, packed, assistant-only loss, LoRA"),
     "rl": ("kexa.train.rl", "RL with verifiable rewards (AGAPO): batched rollouts, truncated IS, frozen router"),

