@@ -97,7 +97,8 @@ def _run(args) -> dict:
         raise UsageError("--max-steps must be >= 1, --compress-every and --summarize-over >= 0")
     config = AgentConfig(max_steps=args.max_steps, compress_every=args.compress_every,
                          summarize_over=args.summarize_over, keep_last=args.keep_last,
-                         temperature=args.temperature, max_tokens=args.max_tokens)
+                         temperature=args.temperature, max_tokens=args.max_tokens, tool_choice=args.tool_choice,
+                         sub_max_tokens=args.sub_max_tokens)
     return run_tasks(_client(args), tasks, Path(args.out), config)
 
 
@@ -139,7 +140,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--keep-last", type=int, default=4)
     r.add_argument("--max-steps", type=int, default=20)
     r.add_argument("--max-tokens", type=int, default=512)
+    r.add_argument("--sub-max-tokens", type=int, default=1024, help="reply length of the summarizer and compressor")
     r.add_argument("--temperature", type=float, default=0.0)
+    r.add_argument("--tool-choice", choices=("auto", "required"), default="auto",
+                   help="required: every turn must call a tool (the run ends at --max-steps)")
     r.add_argument("--limit", type=int, default=0, help="only the first N tasks")
     y = sub.add_parser("replay", help="re-run logged trajectories and compare them event by event")
     y.add_argument("--run", required=True)

@@ -135,13 +135,20 @@ class EngineClient:
         self.eos = tuple(sorted({i for i in (tokenizer.eos_id, engine.model.config.eos_token_id) if i is not None}))
 
     def chat(self, messages, tools=None, temperature: float = 0.0, max_tokens: int = 512, seed: int | None = None,
-             **sampling) -> Reply:
+             tool_choice: str = "auto", **sampling) -> Reply:
         from ..infer.engine import GenerationError
         from ..infer.sampling import SamplingParams
         from ..serve.reply import PLAIN_HEAD, THINKING_HEAD, split_reply
+        from ..tokenizer import specials as S
 
+        if tool_choice not in ("auto", "required"):
+            raise ClientError(f"tool_choice {tool_choice!r}: the in-process client knows 'auto' and 'required'")
         ids = self.tok.encode_chat(messages, tools=tools, enable_thinking=self.enable_thinking,
                                    add_generation_prompt=True).ids
+        forced = ""
+        if tool_choice == "required" and tools:  # as `kexa serve` does: write the call's opening tag for the model
+            forced = (f"\n{S.THINK_CLOSE}\n\n" if self.enable_thinking else "") + S.TOOL_CALL_OPEN
+            ids = ids + self.tok.encode(forced)
         if len(ids) >= self.max_len:
             raise ClientError(f"prompt of {len(ids)} tokens does not fit the context of {self.max_len}")
         params = SamplingParams(max_new_tokens=min(max_tokens, self.max_len - len(ids)), temperature=temperature,
@@ -152,7 +159,7 @@ class EngineClient:
             raise ClientError(str(e)) from e
         text = self.tok.decode(result.token_ids[0], skip_special_tokens=True)
         head = THINKING_HEAD if self.enable_thinking else PLAIN_HEAD
-        msg = split_reply(head + text, parse_tools=bool(tools))
+        msg = split_reply(head + forced + text, parse_tools=bool(tools))
         message = {"role": "assistant", "content": msg["content"], "reasoning_content": msg["reasoning_content"],
                    "tool_calls": [_call(f"call-{i}", c["function"]["name"], c["function"]["arguments"])
                                   for i, c in enumerate(msg["tool_calls"])]}

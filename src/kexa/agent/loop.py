@@ -44,6 +44,8 @@ class AgentConfig:
     summarize_over: int = 0  # pages over this many tokens go through the summarizer (0: never)
     temperature: float = 0.0
     max_tokens: int = 512
+    sub_max_tokens: int = 1024  # length of a compressor record / summary
+    tool_choice: str = "auto"  # "required": every turn must call a tool (OpenAI / vLLM semantics)
     system: str = SYSTEM
 
 
@@ -87,8 +89,9 @@ class Agent:
     def run(self, instruction: str, make_toolbox: Callable[[Summarizer], ToolBox]) -> dict:
         cfg, events = self.config, []
         agent = _Recorder(self.client, events, "agent")
-        compressor = Compressor(_Recorder(self.client, events, "compressor"), cfg.keep_last, cfg.retries)
-        summarizer = Summarizer(_Recorder(self.client, events, "summarizer"), cfg.summarize_over)
+        compressor = Compressor(_Recorder(self.client, events, "compressor"), cfg.keep_last, cfg.retries,
+                                cfg.sub_max_tokens)
+        summarizer = Summarizer(_Recorder(self.client, events, "summarizer"), cfg.summarize_over, cfg.sub_max_tokens)
         toolbox = make_toolbox(summarizer)
         schemas = toolbox.schemas()
         messages = [{"role": "system", "content": cfg.system}, {"role": "user", "content": instruction}]
@@ -97,7 +100,8 @@ class Agent:
         answer, finish, steps, error = "", "max_steps", 0, None
         while steps < cfg.max_steps:
             try:
-                reply = agent.chat(messages, schemas, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+                reply = agent.chat(messages, schemas, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                   **({"tool_choice": cfg.tool_choice} if cfg.tool_choice != "auto" else {}))
             except ClientError as e:
                 finish, error = "error", str(e)
                 events.append({"type": "error", "message": error})

@@ -22,7 +22,7 @@ SYSTEM = ("You are the summarizer of a research agent. Distil the page below int
 class Summarizer:
     client: ChatClient
     over_tokens: int  # pages longer than this are summarised (0: never)
-    max_tokens: int = 256  # length of a summary
+    max_tokens: int = 1024  # length of a summary
     calls: int = 0
 
     def __call__(self, page: str, query: str) -> ToolOutput:
