@@ -126,3 +126,35 @@ def test_cli_envs_and_verify(tmp_path, capsys):
     with pytest.raises(TaskError, match="not valid JSON"):
         (tmp_path / "bad.jsonl").write_text("{oops\n")
         load_tasks(tmp_path / "bad.jsonl")
+
+
+def test_run_with_collection_summarizes_and_replays(made, tmp_path, capsys):
+    from kexa.agent.builtin import Collection
+    from kexa.agent.cli import run_tasks
+    from kexa.agent.loop import AgentConfig
+
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text(json.dumps({"id": "faq", "title": "Shop FAQ", "text": "Refunds take 5 days. " * 80}) + "\n")
+    tasks, _, dialogues = made
+    task = next(t for t in tasks if t["type"] == "spent")
+    (tmp_path / "tasks.jsonl").write_text(json.dumps(task, ensure_ascii=False) + "\n")
+    solver_turns = iter([m for m in dialogues[tasks.index(task)] if m["role"] == "assistant"])
+
+    def policy(messages, tools):
+        if messages[0]["content"].startswith("You are the summarizer"):
+            return {"content": "Refunds take 5 days."}
+        if len(messages) == 2:  # first turn: read the FAQ (a long page), then act as the reference solver did
+            return {"tool_calls": [{"function": {"name": "open", "arguments": {"doc_id": "faq", "query": "refunds"}}}]}
+        turn = next(solver_turns)
+        return {"content": turn["content"], "tool_calls": turn.get("tool_calls") or []}
+
+    summary = run_tasks(ScriptedClient(policy), [task], tmp_path / "run", AgentConfig(summarize_over=50),
+                        Collection.from_jsonl(pages))
+    assert summary["pass_rate"] == 1.0 and summary["summaries"] == 1 and summary["steps_mean"] == 2
+    assert main(["replay", "--run", str(tmp_path / "run"), "--tasks", str(tmp_path / "tasks.jsonl"),
+                 "--collection", str(pages)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"n": 1, "identical": 1}
+    assert main(["run", "--endpoint", "http://127.0.0.1:9", "--tasks", str(tmp_path / "tasks.jsonl"), "--out",
+                 str(tmp_path / "x"), "--collection", str(tmp_path / "missing.jsonl")]) == 2
+    assert "--collection" in capsys.readouterr().err
+    assert {t["split"] for t in tasks} == {"train", "heldout"}

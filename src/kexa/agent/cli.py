@@ -4,6 +4,7 @@
     kexa agent envs --verify DIR                          # last line: {"pass_rate": 1.0, "n": N, ...}
     kexa agent run (--endpoint URL | --model DIR) --tasks DIR/tasks.jsonl --out RUN
                    [--compress-every N] [--summarize-over T] [--max-steps M]   # RUN/trajectories.jsonl, summary.json
+                   [--collection pages.jsonl] [--split heldout] [--tool-choice required] [--limit N]
     kexa agent replay --run RUN --tasks DIR/tasks.jsonl   # last line: {"n", "identical"}
 
 Bad input (missing or malformed task file, unreachable endpoint) -> one line on stderr, exit code 2.
@@ -62,13 +63,26 @@ def _client(args):
     return EngineClient(engine, tok)
 
 
-def run_tasks(client, tasks: list[dict], out: Path, config: AgentConfig) -> dict:
+def toolbox_for(env: Environment, collection=None):
+    """make_toolbox for one task: the environment's tools, plus search/open over a page collection."""
+    def make(summarize):
+        box = env.toolbox()
+        if collection is not None:
+            from .builtin import search_tools
+
+            for fn in search_tools(collection, summarize):
+                box.add(fn)
+        return box
+    return make
+
+
+def run_tasks(client, tasks: list[dict], out: Path, config: AgentConfig, collection=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     records = []
     with open(out / "trajectories.jsonl", "w", encoding="utf-8") as f:
         for task in tasks:
             env = Environment(task)
-            record = Agent(client, config).run(task["instruction"], lambda summarize: env.toolbox())
+            record = Agent(client, config).run(task["instruction"], toolbox_for(env, collection))
             record.update(id=task["id"], domain=task["domain"], lang=task["lang"], passed=env.check(record["answer"]))
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
@@ -91,19 +105,34 @@ def run_tasks(client, tasks: list[dict], out: Path, config: AgentConfig) -> dict
     return summary
 
 
+def _collection(path):
+    if not path:
+        return None
+    from .builtin import Collection
+
+    try:
+        return Collection.from_jsonl(path)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--collection {path}: {e}") from e
+
+
 def _run(args) -> dict:
-    tasks = load_tasks(args.tasks)[: args.limit or None]
+    tasks = [t for t in load_tasks(args.tasks) if args.split in (None, t.get("split"))][: args.limit or None]
+    if not tasks:
+        raise UsageError(f"{args.tasks}: no task in split {args.split!r}")
     if args.max_steps < 1 or args.compress_every < 0 or args.summarize_over < 0:
         raise UsageError("--max-steps must be >= 1, --compress-every and --summarize-over >= 0")
     config = AgentConfig(max_steps=args.max_steps, compress_every=args.compress_every,
                          summarize_over=args.summarize_over, keep_last=args.keep_last,
                          temperature=args.temperature, max_tokens=args.max_tokens, tool_choice=args.tool_choice,
                          sub_max_tokens=args.sub_max_tokens)
-    return run_tasks(_client(args), tasks, Path(args.out), config)
+    collection = _collection(args.collection)
+    return run_tasks(_client(args), tasks, Path(args.out), config, collection)
 
 
 def _replay(args) -> dict:
     tasks = {t["id"]: t for t in load_tasks(args.tasks)}
+    collection = _collection(args.collection)
     path = Path(args.run) / "trajectories.jsonl"
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
@@ -115,7 +144,7 @@ def _replay(args) -> dict:
         except (json.JSONDecodeError, KeyError) as e:
             raise UsageError(f"{path}:{line_no}: not a trajectory of these tasks ({e})") from e
         n += 1
-        same += replay(record, lambda summarize, t=task: Environment(t).toolbox())
+        same += replay(record, toolbox_for(Environment(task), collection))
     return {"n": n, "identical": same}
 
 
@@ -145,9 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tool-choice", choices=("auto", "required"), default="auto",
                    help="required: every turn must call a tool (the run ends at --max-steps)")
     r.add_argument("--limit", type=int, default=0, help="only the first N tasks")
+    r.add_argument("--split", choices=("train", "heldout"), default=None, help="only the tasks of this split")
+    r.add_argument("--collection", default=None, metavar="JSONL",
+                   help="pages ({id, title, text} per line) for extra search/open tools; long pages are summarised")
     y = sub.add_parser("replay", help="re-run logged trajectories and compare them event by event")
     y.add_argument("--run", required=True)
     y.add_argument("--tasks", required=True)
+    y.add_argument("--collection", default=None, metavar="JSONL", help="the collection the run used, if any")
     return p
 
 

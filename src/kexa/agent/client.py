@@ -11,6 +11,8 @@
   rendering and the reply is split by the server's parser (`kexa.serve.reply.split_reply`), so both
   paths see identical messages.
 - `ReplayClient(replies)`: hands back logged replies in order (`kexa.agent.loop.replay`).
+- `ScriptedClient(policy, tokenizer)`: a Python policy (scripted baselines, tests, benchmarks); prompt
+  tokens are counted on the chat template's rendering.
 
 Tool-call arguments are kept as OpenAI carries them: a JSON *string*. A `<tool_call>` the parser
 could not read stays in `content` (the template's rule); the loop turns it into an error result.
@@ -52,7 +54,9 @@ def wire_messages(messages: list[dict]) -> list[dict]:
     """Messages as an OpenAI server accepts them (no None-valued keys, tool arguments as strings)."""
     out = []
     for m in messages:
-        d = {k: v for k, v in m.items() if v is not None and k != "reasoning_content"}
+        # reasoning stays: K-EXAONE's template shows the reasoning of the turns after the last user message,
+        # so a multi-step tool run keeps its chain of thought (kexa serve reads `reasoning_content`)
+        d = {k: v for k, v in m.items() if v is not None and not (k == "reasoning_content" and not v)}
         if m.get("tool_calls"):
             d["tool_calls"] = [_call(c.get("id") or f"call-{i}", c["function"]["name"], c["function"]["arguments"])
                                for i, c in enumerate(m["tool_calls"])]

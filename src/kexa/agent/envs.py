@@ -4,6 +4,7 @@ pass check, the scripted reference solver and the solvability filter.
 A task (one line of tasks.jsonl; JSON all through, so SFT, RL and evaluation read the same file):
 
     {"id", "domain", "lang", "type", "source": "program" | "llm",
+     "split": "train" | "heldout",           # kexa.tasks' stable hash split of the goal (20% held out)
      "instruction": str,                     # what the agent is asked, in the task's language
      "tools": [OpenAI tool declarations],    # the domain's typed functions (kexa.agent.tools)
      "state": {table: [[row], ...]},         # the initial world, loaded into an in-memory SQLite
@@ -31,6 +32,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+from ..tasks.base import split_of
 from .domains import DOMAINS, LANGS, Ambiguous, Domain, Unsolvable
 from .tools import ToolBox, function_schema
 
@@ -55,7 +57,8 @@ def make_task(domain: str, lang: str, type_: str, state: dict, goal: dict, task_
     """A task record from a world and a goal; raises Unsolvable / Ambiguous from the criterion."""
     d = DOMAINS[domain]
     g = d.goal(type_)
-    return {"id": task_id, "domain": domain, "lang": lang, "type": type_, "source": source,
+    identity = f"agent:{domain}:{type_}:{json.dumps(goal, sort_keys=True, ensure_ascii=False)}"
+    return {"id": task_id, "domain": domain, "lang": lang, "type": type_, "source": source, "split": split_of(identity),
             "instruction": g.instruction[lang].format(**goal), "tools": tool_schemas(d), "state": state,
             "goal": goal, "check": g.criterion(goal, state)}
 
