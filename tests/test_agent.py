@@ -23,7 +23,7 @@ def lookup(city: str, days: int = 3, units: Literal["c", "f"] = "c", tags: list[
     Args:
         city: the city's name
         days: how many days ahead
-            (at most a week)
+            (note: at most a week)
         units: c or f
     """
     return {"city": city, "days": days}
@@ -35,7 +35,7 @@ def test_schema_from_signature_and_docstring():
         "name": "lookup", "description": "Weather forecast for a city.",
         "parameters": {"type": "object", "additionalProperties": False, "required": ["city"], "properties": {
             "city": {"type": "string", "description": "the city's name"},
-            "days": {"type": "integer", "description": "how many days ahead (at most a week)", "default": 3},
+            "days": {"type": "integer", "description": "how many days ahead (note: at most a week)", "default": 3},
             "units": {"type": "string", "enum": ["c", "f"], "description": "c or f", "default": "c"},
             "tags": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]}}}}}
 

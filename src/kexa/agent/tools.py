@@ -61,20 +61,20 @@ def json_type(hint) -> dict:
 def _split_doc(doc: str) -> tuple[str, dict[str, str]]:
     """(description, {parameter: text}) from a Google-style docstring."""
     head, params, current = [], {}, None
-    in_args = False
+    in_args, indent = False, None  # a parameter line sits at the first parameter's indentation
     for line in doc.splitlines():
         s = line.strip()
         if s in ("Args:", "Arguments:", "Parameters:"):
             in_args = True
             continue
         if s in ("Returns:", "Raises:", "Example:", "Examples:"):
-            in_args = False
-            current = None
+            in_args, current = False, None
             continue
         if in_args:
+            depth = len(line) - len(line.lstrip())
             name, sep, text = s.partition(":")
-            if sep and name.isidentifier() and line[:len(line) - len(line.lstrip())] != "" and " " not in name:
-                current = name
+            if sep and name.isidentifier() and depth > 0 and depth == (indent or depth):
+                indent, current = depth, name
                 params[name] = text.strip()
             elif current and s:
                 params[current] += " " + s
