@@ -123,6 +123,7 @@ def main() -> None:
         runs[name] = {"steps": record["steps"], "finish": record["finish"], "answer": record["answer"],
                       "success": bool(answer) and int(answer[-1]) == truth,
                       "peak_prompt_tokens": record["peak_prompt_tokens"],
+                      "peak_compressor_prompt_tokens": record["peak_subagent_prompt_tokens"],
                       "final_prompt_tokens": record["prompt_tokens"][-1],
                       "compressions": record["compressions"], "fallbacks": record["compression_fallbacks"],
                       "seconds": round(time.perf_counter() - t0, 2)}

@@ -70,3 +70,13 @@ def test_in_process_engine_client_matches_the_endpoint(server, folder, tmp_path,
     assert strip(http["events"]) == strip(local["events"]) and http["prompt_tokens"] == local["prompt_tokens"]
     assert main(["run", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"), *common]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_llm_generator_through_the_endpoint_counts_invalid_proposals(server, tmp_path, capsys):
+    """A random model proposes no valid world: every draw is counted invalid, the run says so in one line."""
+    code = main(["envs", "--out", str(tmp_path / "llm"), "--n", "1", "--llm", server.url, "--llm-max-tokens", "16",
+                 "--max-draws", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1 and json.loads(out.strip().splitlines()[-1])["invalid"] == 2
+    assert "only 0 of 1 tasks" in err.strip().splitlines()[-1]
+    assert (tmp_path / "llm" / "stats.json").exists()

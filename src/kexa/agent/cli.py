@@ -39,10 +39,14 @@ def _envs(args) -> dict:
         from .client import EndpointClient
         from .llm_envs import LLMProposer
 
-        propose = LLMProposer(EndpointClient(args.llm))
-    tasks, counts, dialogues = generate(args.n, args.seed, propose)
+        propose = LLMProposer(EndpointClient(args.llm), max_tokens=args.llm_max_tokens)
+    tasks, counts, dialogues = generate(args.n, args.seed, propose, args.max_draws)
     path = write_tasks(args.out, tasks, counts, dialogues)
     print(f"kexa agent envs: wrote {len(tasks)} tasks to {path}", file=sys.stderr)
+    if len(tasks) < args.n:
+        print(f"kexa agent envs: error: only {len(tasks)} of {args.n} tasks passed the filter in {counts['drawn']} "
+              f"draws ({counts['invalid']} invalid, {counts['unsolvable']} unsolvable, {counts['ambiguous']} "
+              f"ambiguous); the kept ones are written", file=sys.stderr)
     return {"n": len(tasks), **counts, "tasks": str(path)}
 
 
@@ -94,6 +98,7 @@ def run_tasks(client, tasks: list[dict], out: Path, config: AgentConfig, collect
         "steps_mean": statistics.fmean(r["steps"] for r in records),
         "peak_prompt_tokens": max(r["peak_prompt_tokens"] for r in records),
         "peak_prompt_tokens_mean": statistics.fmean(r["peak_prompt_tokens"] for r in records),
+        "peak_subagent_prompt_tokens": max(r["peak_subagent_prompt_tokens"] for r in records),
         "compressions": sum(r["compressions"] for r in records),
         "compression_fallbacks": sum(r["compression_fallbacks"] for r in records),
         "summaries": sum(r["summaries"] for r in records),
@@ -157,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--verify", default=None, metavar="DIR", help="re-run the reference solver on DIR/tasks.jsonl")
     e.add_argument("--llm", default=None, metavar="URL", help="propose worlds with the model at this endpoint")
+    e.add_argument("--llm-max-tokens", type=int, default=2048, help="reply length of the proposing model")
+    e.add_argument("--max-draws", type=int, default=None, help="give up after this many proposals (default 50n+100)")
     r = sub.add_parser("run", help="run the agent on a task file")
     r.add_argument("--endpoint", default=None, help="OpenAI-compatible base URL (kexa serve, vLLM, SGLang)")
     r.add_argument("--model", default=None, help="a model folder run in-process instead of an endpoint")
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kexa agent: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, ensure_ascii=False))
-    return 0
+    return 1 if args.cmd == "envs" and not args.verify and result["n"] < args.n else 0
 
 
 if __name__ == "__main__":

@@ -187,18 +187,17 @@ def draw_task(rng: random.Random, domain: str, lang: str, task_id: str) -> dict:
     return make_task(domain, lang, g.name, state, g.draw(rng, state, lang), task_id)
 
 
-def generate(n: int, seed: int, propose=None) -> tuple[list[dict], dict, list[list[dict]]]:
+def generate(n: int, seed: int, propose=None, max_draws: int | None = None) -> tuple[list[dict], dict, list[list[dict]]]:
     """n screened tasks, balanced over domains x languages: (tasks, counts, solver dialogues).
-    `propose(rng, domain, lang, task_id) -> task` replaces the programmatic draw (the LLM path)."""
+    `propose(rng, domain, lang, task_id) -> task` replaces the programmatic draw (the LLM path). Stops after
+    `max_draws` proposals (default 50n + 100) with fewer tasks; the caller sees it in counts["kept"]."""
     rng = random.Random(seed)
-    propose = propose or (lambda r, d, l, i: draw_task(r, d, l, i))
+    propose = propose or draw_task
+    max_draws = 50 * n + 100 if max_draws is None else max_draws
     counts = {"drawn": 0, "kept": 0, "unsolvable": 0, "ambiguous": 0, "invalid": 0}
     tasks, dialogues = [], []
     combos = [(d, lang) for lang in LANGS for d in DOMAINS]
-    while len(tasks) < n:
-        if counts["drawn"] >= 50 * n + 100:
-            raise RuntimeError(f"only {len(tasks)} of {n} tasks survived the filter after {counts['drawn']} draws: "
-                               f"{counts}")
+    while len(tasks) < n and counts["drawn"] < max_draws:
         domain, lang = combos[len(tasks) % len(combos)]
         counts["drawn"] += 1
         task_id = f"{domain}-{lang}-{seed}-{counts['drawn']}"

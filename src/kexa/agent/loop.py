@@ -131,6 +131,8 @@ class Agent:
                 events.append({"type": "compress", "step": steps, **entry})
         return {"instruction": instruction, "config": asdict(cfg), "answer": answer, "finish": finish, "error": error,
                 "steps": steps, "peak_prompt_tokens": max(prompt_tokens, default=0), "prompt_tokens": prompt_tokens,
+                "peak_subagent_prompt_tokens": max((e["reply"]["prompt_tokens"] for e in events
+                                                    if e["type"] == "model" and e["role"] != "agent"), default=0),
                 "compressions": compressor.compressions, "compression_fallbacks": compressor.fallbacks,
                 "summaries": summarizer.calls, "events": events, "messages": messages}
 
