@@ -32,7 +32,6 @@ from pathlib import Path
 from kexa.agent import Agent, AgentConfig, ToolBox
 from kexa.agent.builtin import Collection, search_tools
 from kexa.agent.client import ScriptedClient
-from kexa.agent.compressor import RECORD_PREFIX
 from kexa.tokenizer import train_bpe
 
 WORDS = ("archive ledger shipment harbor customs invoice ceramic textile northern route inspector seal crate "

@@ -13,7 +13,6 @@ from kexa.agent.builtin import Collection, builtin_toolbox, search_tools
 from kexa.agent.client import ReplayClient, ScriptedClient
 from kexa.agent.compressor import RECORD_PREFIX, parse_record, steps_of
 from kexa.agent.loop import malformed_calls
-from kexa.agent.summarizer import Summarizer
 from kexa.serve.reply import THINKING_HEAD, split_reply
 
 

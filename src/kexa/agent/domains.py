@@ -79,7 +79,8 @@ class Domain:
         raise KeyError(f"domain {self.name} has no task type {name!r}")
 
 
-def _str(**props) -> dict:
+def _object_schema(**props) -> dict:
+    """JSON schema of a goal: these fields, all required, no others."""
     return {"type": "object", "properties": {k: {"type": t} for k, t in props.items()},
             "required": list(props), "additionalProperties": False}
 
@@ -182,14 +183,14 @@ SHOP = Domain(
     "shop", {"orders": [("id", "TEXT"), ("customer", "TEXT"), ("item", "TEXT"), ("quantity", "INTEGER"),
                         ("unit_price", "REAL"), ("status", "TEXT")]},
     [find_orders, cancel_order], _shop_state,
-    [Goal("cancel", _str(customer="string", item="string"), _cancel_draw, {
+    [Goal("cancel", _object_schema(customer="string", item="string"), _cancel_draw, {
         "en": "Please cancel {customer}'s pending order of {item}.",
         "ko": "{customer} 고객의 대기 중인 {item} 주문을 취소해 주세요.",
         "es": "Cancela el pedido pendiente de {item} de {customer}, por favor.",
         "de": "Bitte storniere die offene Bestellung von {customer} für {item}.",
         "ja": "{customer}さんの保留中の{item}の注文をキャンセルしてください。",
         "vi": "Hãy hủy đơn hàng {item} đang chờ xử lý của {customer}."}, _cancel_criterion, _cancel_solve),
-     Goal("spent", _str(customer="string"), _spent_draw, {
+     Goal("spent", _object_schema(customer="string"), _spent_draw, {
          "en": "How much has {customer} spent in total on delivered orders (quantity × unit price)?",
          "ko": "{customer} 고객이 배송 완료된 주문에 쓴 총액(수량 × 단가)은 얼마인가요?",
          "es": "¿Cuánto ha gastado {customer} en total en pedidos entregados (cantidad × precio unitario)?",
@@ -274,7 +275,7 @@ LIBRARY = Domain(
     "library", {"books": [("id", "TEXT"), ("title", "TEXT"), ("author", "TEXT"), ("year", "INTEGER"),
                           ("copies", "INTEGER")], "loans": [("book_id", "TEXT"), ("member", "TEXT")]},
     [search_books, borrow_book], _library_state,
-    [Goal("borrow", {**_str(author="string", year="integer", member="string")}, _borrow_draw, {
+    [Goal("borrow", _object_schema(author="string", year="integer", member="string"), _borrow_draw, {
         "en": "Lend the book by {author} published in {year} to {member}.",
         "ko": "{author}이(가) {year}년에 낸 책을 {member}님에게 대출해 주세요.",
         "es": "Presta a {member} el libro de {author} publicado en {year}.",
@@ -364,7 +365,7 @@ def _schedule_solve(call, goal, lang):
 CALENDAR = Domain(
     "calendar", {"events": [("date", "TEXT"), ("start_hour", "INTEGER"), ("end_hour", "INTEGER"), ("title", "TEXT")]},
     [list_events, add_event], _calendar_state,
-    [Goal("schedule", _str(date="string", hours="integer", title="string"), _schedule_draw, {
+    [Goal("schedule", _object_schema(date="string", hours="integer", title="string"), _schedule_draw, {
         "en": "Put a {hours}-hour '{title}' on my calendar on {date}, at the earliest free time between 9:00 and 18:00.",
         "ko": "{date}에 9시에서 18시 사이 가장 이른 빈 시간에 {hours}시간짜리 '{title}' 일정을 넣어 주세요.",
         "es": "Añade '{title}' de {hours} h a mi calendario el {date}, lo antes posible entre las 9:00 y las 18:00.",
@@ -449,7 +450,7 @@ TRAVEL = Domain(
                           ("arrive", "TEXT"), ("price", "INTEGER")],
                "bookings": [("train_id", "TEXT"), ("passenger", "TEXT")]},
     [find_trains, book_ticket], _travel_state,
-    [Goal("book", _str(origin="string", destination="string", deadline="string", passenger="string"), _book_draw, {
+    [Goal("book", _object_schema(origin="string", destination="string", deadline="string", passenger="string"), _book_draw, {
         "en": "Book {passenger} on the cheapest train from {origin} to {destination} that arrives by {deadline}.",
         "ko": "{origin}에서 {destination}까지 {deadline}까지 도착하는 가장 싼 기차를 {passenger}님 이름으로 예약해 주세요.",
         "es": "Reserva para {passenger} el tren más barato de {origin} a {destination} que llegue antes de las {deadline}.",
