@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("kexa.train.sft", "supervised fine-tuning on chat data: reasoning on/off, packed, assistant-only loss, LoRA"),
     "rl": ("kexa.train.rl", "RL with verifiable rewards (AGAPO): batched rollouts, truncated IS, frozen router"),
     "serve": ("kexa.serve.cli", "OpenAI-compatible HTTP server with continuous batching and a chat page"),
+    "agent": ("kexa.agent.cli", "tool-use agent (summarizer, trajectory compressor) and synthetic verifiable environments"),
     "export": ("kexa.train.export", "export a training checkpoint as a servable HF folder (bf16, generation_config)"),
     "plan": ("kexa.train.plan", "memory plan of a recipe per GPU under its FSDP x EP layout (meta device)"),
     "speedrun": ("kexa.speedrun", "the whole recipe at nano scale (--quick: tiny) and its report card"),
