@@ -46,7 +46,7 @@ def copy_bandwidth(mb: int = 256, reps: int = 5) -> float:
 
 def bytes_per_decode_token(cfg, dtype_bytes: int = 4) -> int:
     """Weights read by one batch-1 decode step (the active parameters; the embedding table is one row)."""
-    from kexa.model.info import parameter_counts
+    from kexa.info import parameter_counts
 
     c = parameter_counts(cfg)
     return (c["active_params"] + cfg.hidden_size) * dtype_bytes

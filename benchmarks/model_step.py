@@ -35,7 +35,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
 
 def step_flops(cfg, tokens_per_seq: int, batch: int, backward: bool) -> float:
     """Matmul FLOPs of one step: 2 x active matmul params per token (x3 with backward) + attention."""
-    from kexa.model.info import parameter_counts
+    from kexa.info import parameter_counts
     c = parameter_counts(cfg)
     norms = cfg.hidden_size * (2 * cfg.num_hidden_layers + 1) + 2 * cfg.head_dim * cfg.num_hidden_layers
     matmul_params = c["active_params"] - norms
