@@ -108,8 +108,8 @@ def stage_tokenizer(ctx: Context) -> dict:
     cache = Path(recipe.data.cache_dir)
     corpus = prepare_corpus(recipe, cache)
     superbpe = ctx.train_data().tokenizer
-    plain_dir = cache / f"plain-bpe-{corpus.manifest.get('key', 'corpus')[:12]}-{superbpe.vocab_size}" \
-        + ("" if recipe.tokenizer.rule == "superbpe" else f"-{recipe.tokenizer.rule}")
+    rule = "" if recipe.tokenizer.rule == "superbpe" else f"-{recipe.tokenizer.rule}"
+    plain_dir = cache / f"plain-bpe-{corpus.manifest.get('key', 'corpus')[:12]}-{superbpe.vocab_size}{rule}"
     t0 = time.perf_counter()
     if not (plain_dir / "tokenizer.json").exists():
         train_bpe([str(f) for f in corpus.files("train")], vocab_size=superbpe.vocab_size,

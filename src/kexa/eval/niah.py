@@ -26,7 +26,7 @@ Deterministic given the seed: the same model, tokenizer, haystack and seed give 
 `evaluate_niah` takes a model, or any `retrieve(prompts, max_new_tokens) -> token lists` callable
 (tests drive it with stubs that know or do not know the answer). The result is a JSON-ready dict:
 `accuracy` maps each length (as a string) to its mean accuracy, `grid` is lengths x depths, `cells`
-lists every case's answer. `plot_heatmap` draws the grid (depth x length) as a PNG.
+lists every case's answer. `plot_heatmap` (kexa.plots) draws the grid (depth x length) as a PNG.
 
     kexa eval niah --model runs/ext/model --lengths 256,1024,2048 --depths 0,0.5,1 --json
 """
@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.synthetic import TEMPLATES, Filler, Vocab, answer_of, generated_filler_text
+from ..plots import plot_heatmap  # noqa: F401  (the heat map lives with every other plot; re-exported)
 
 Retriever = Callable[[list[list[int]], int], list[list[int]]]
 
@@ -207,31 +208,6 @@ def evaluate_niah(model_or_retriever, tokenizer, config: NiahConfig, haystack: F
             "digit_accuracy": {str(n): float(digits[i].mean()) for i, n in enumerate(config.lengths)}, "lengths": config.lengths, "depths": config.depths,
             "grid": grid.tolist(), "cells": cells, "haystack": source, "seconds": time.perf_counter() - t0,
             "config": {k: cfg[k] for k in ("samples", "needles", "languages", "value_digits", "seed")}}
-
-
-def plot_heatmap(result: dict, path: str | Path, title: str | None = None) -> Path:
-    """Depth (rows) x length (columns) accuracy heat map, each cell annotated."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = np.asarray(result["grid"]).T  # (depths, lengths)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * grid.shape[1], 1.0 + 0.55 * grid.shape[0]))
-    im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
-    ax.set_xticks(range(len(result["lengths"])), [str(n) for n in result["lengths"]])
-    ax.set_yticks(range(len(result["depths"])), [f"{d:.0%}" for d in result["depths"]])
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("needle depth")
-    for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_title(title or f"{result['task']}: mean accuracy {result['mean_accuracy']:.3f}", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def save_result(result: dict, path: str | Path) -> Path:
