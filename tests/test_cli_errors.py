@@ -168,3 +168,10 @@ def test_chat_outlives_its_context(folder):
     assert all(m["content"] != long_message for m in history)
     prompt = tok.encode_chat(history[:-1], enable_thinking=False, add_generation_prompt=True).ids
     assert len(prompt) <= 128 - 12
+
+
+def test_a_command_whose_module_is_not_built_says_so(capsys, monkeypatch):
+    from kexa import cli as kexa_cli
+    monkeypatch.setitem(kexa_cli.COMMANDS, "ghost", ("kexa.no_such_stage", "test"))
+    code, _, err = kexa(capsys, "ghost")
+    assert code == 1 and one_line(err) == "kexa ghost: not built yet in this checkout (kexa.no_such_stage does not exist)"

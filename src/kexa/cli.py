@@ -76,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"kexa: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    name = COMMANDS[argv[0]][0]
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not name.startswith(e.name):
+            raise  # a missing dependency inside the module: a real error, with its traceback
+        print(f"kexa {argv[0]}: not built yet in this checkout ({name} does not exist)", file=sys.stderr)
+        return 1
     try:
         return int(module.main(argv[1:]) or 0)
     except KeyboardInterrupt:
