@@ -6,7 +6,10 @@ layers, averaged over the steps after warm-up) and MaxVio_global (loads summed o
 set at the end), plus the final validation loss, so that a balance gain bought with quality shows.
 
     .venv/bin/python benchmarks/balance.py --steps 150 --warmup-frac 0.3
-    .venv/bin/python benchmarks/balance.py --config configs/tiny.toml --seq 64 --gamma 0.01 0.003
+    .venv/bin/python benchmarks/balance.py --config configs/tiny.toml --seq 256 --gamma 1e-3 1e-4
+
+Written to benchmarks/results/balance_<config>.json (--out to change), gamma beside every MaxVio;
+`shipped_gamma` is the recipe's own balance.gamma.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from _results import write_result
 
 
 def main() -> None:
@@ -29,6 +35,7 @@ def main() -> None:
                     help="bias step(s) to compare with gamma = 0 (default: the recipe's)")
     ap.add_argument("--warmup-frac", type=float, default=0.3, help="steps ignored before averaging MaxVio")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="result name or .json path (default balance_<config stem>)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -51,7 +58,11 @@ def main() -> None:
                       "dead_experts_last": res.history[-1]["dead_experts"]}
         print(label, out[label], flush=True)
     out["target_maxvio_with"] = 0.3
+    out = {"config": args.config, "shipped_gamma": base.balance.gamma, "alpha": base.balance.alpha,
+           "steps": args.steps, "tokens_per_step": args.seq * args.batch, "warmup_frac_ignored": args.warmup_frac,
+           "runs": out}
     print(json.dumps(out, indent=1))
+    write_result(args.out or f"balance_{Path(args.config).stem}", out)
 
 
 if __name__ == "__main__":

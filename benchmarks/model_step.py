@@ -7,6 +7,8 @@ fraction of this machine's measured matmul rate that each step reaches (model FL
 
     .venv/bin/python benchmarks/model_step.py                  # fp32 + bf16 autocast, fwd+bwd and fwd
     .venv/bin/python benchmarks/model_step.py --reps 7 --batch 8 --seq 256 --experts-impl eager
+
+Written to benchmarks/results/model_step.json (--out to change).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import tempfile
 import time
 
 import torch
+
+from _results import write_result
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -35,7 +39,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
 
 def step_flops(cfg, tokens_per_seq: int, batch: int, backward: bool) -> float:
     """Matmul FLOPs of one step: 2 x active matmul params per token (x3 with backward) + attention."""
-    from kexa.model.info import parameter_counts
+    from kexa.info import parameter_counts
     c = parameter_counts(cfg)
     norms = cfg.hidden_size * (2 * cfg.num_hidden_layers + 1) + 2 * cfg.head_dim * cfg.num_hidden_layers
     matmul_params = c["active_params"] - norms
@@ -57,6 +61,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--experts-impl", default=None, help="transformers experts_implementation (default: its own)")
     ap.add_argument("--modes", default="fp32-train,fp32-fwd,bf16-train,bf16-fwd")
+    ap.add_argument("--out", default="model_step", help="result name or .json path")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -104,6 +109,7 @@ def main() -> None:
     print(f"measured matmul rate: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
     print(f"{'mode':<12}{'kexa tok/s':>12}{'HF tok/s':>12}{'ratio':>8}{'kexa %peak':>12}{'HF %peak':>10}")
     tokens = args.batch * args.seq
+    result = {"args": vars(args), "hf_experts_implementation": impl, "matmul_gflops": peak, "modes": {}}
     for mode in modes:
         dtype, kind = mode.split("-")
         train = kind == "train"
@@ -124,7 +130,10 @@ def main() -> None:
         k, h = statistics.median(times["kexa"]), statistics.median(times["hf"])
         flops = step_flops(cfg, args.seq, args.batch, train)
         print(f"{mode:<12}{tokens / k:>12.0f}{tokens / h:>12.0f}{h / k:>8.2f}"
-              f"{100 * flops / k / 1e9 / peak[dtype]:>11.1f}%{100 * flops / h / 1e9 / peak[dtype]:>9.1f}%")
+              f"{100 * flops / k / 1e9 / peak[dtype]:>11.1f}%{100 * flops / h / 1e9 / peak[dtype]:>9.1f}%", flush=True)
+        result["modes"][mode] = {"kexa_tok_s": tokens / k, "hf_tok_s": tokens / h, "ratio": h / k,
+                                 "kexa_s": times["kexa"], "hf_s": times["hf"]}
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ experts_implementation transformers picks by default is printed), torch AdamW, b
 same loader, forward with labels, backward, clip, step. Same dtype (fp32 by default, --dtype bf16
 for autocast), same batch, one thread each. The two alternate in chunks of --chunk steps for
 --rounds rounds in one process; per-step times exclude each chunk's first 2 steps; medians and the
-kexa/HF ratio are printed (target >= 1.2x). This machine's 2 cores are shared: compare ratios only.
+kexa/HF ratio are printed (target >= 1.2x) and written to benchmarks/results/train_throughput_<optim>
+[_compiled].json (--out to change). This machine's 2 cores are shared: compare ratios only.
 
-    .venv/bin/python benchmarks/train_throughput.py --chunk 8 --rounds 3
+    .venv/bin/python benchmarks/train_throughput.py --chunk 8 --rounds 3   # the shipped nano recipe (Muon)
     .venv/bin/python benchmarks/train_throughput.py --optim adamw      # the loop alone, optimiser matched
     .venv/bin/python benchmarks/train_throughput.py --compile          # kexa's compiled decoder blocks
 """
@@ -26,6 +27,8 @@ import time
 
 import torch
 
+from _results import write_result
+
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
@@ -41,6 +44,7 @@ def main() -> None:
     ap.add_argument("--optim", default="muon", choices=["muon", "adamw"], help="kexa's optimiser (HF: AdamW)")
     ap.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (both loops)")
     ap.add_argument("--compile", action="store_true", help="kexa with train.compile=true (compiled decoder blocks)")
+    ap.add_argument("--out", default=None, help="result name or .json path (default train_throughput_<optim>[_compiled])")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -100,9 +104,13 @@ def main() -> None:
         print(f"round {r + 1}: kexa {statistics.median(kx):.3f}s/step  hf {statistics.median(hx):.3f}s/step", flush=True)
     tokens = args.seq * args.batch * args.grad_accum
     k_tps, h_tps = tokens / statistics.median(kx), tokens / statistics.median(hx)
-    print(json.dumps({"tokens_per_step": tokens, "dtype": args.dtype, "kexa_optim": args.optim, "hf_experts_implementation": impl,
-                      "kexa_tok_s": round(k_tps, 1), "hf_tok_s": round(h_tps, 1), "ratio": round(k_tps / h_tps, 3),
-                      "target_ratio": 1.2, "threads": args.threads, "kexa_compiled": args.compile}, indent=1))
+    result = {"config": args.config, "tokens_per_step": tokens, "dtype": args.dtype, "kexa_optim": args.optim,
+              "hf_optim": "adamw", "hf_experts_implementation": impl, "kexa_compiled": args.compile,
+              "kexa_tok_s": round(k_tps, 1), "hf_tok_s": round(h_tps, 1), "ratio": round(k_tps / h_tps, 3),
+              "target_ratio": 1.2, "threads": args.threads, "measured_steps_each": len(kx),
+              "kexa_step_s": kx, "hf_step_s": hx}
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("_step_s")}, indent=1))
+    write_result(args.out or f"train_throughput_{args.optim}" + ("_compiled" if args.compile else ""), result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from kexa import ConfigError, KExaone, ModelConfig
 from kexa.model.attention import sliding_attention
 from kexa.model.hf import CheckpointError
-from kexa.model.info import parameter_counts
+from kexa.info import parameter_counts
 from kexa.model.moe import sequence_balance_loss
 
 

@@ -108,10 +108,12 @@ def stage_tokenizer(ctx: Context) -> dict:
     cache = Path(recipe.data.cache_dir)
     corpus = prepare_corpus(recipe, cache)
     superbpe = ctx.train_data().tokenizer
-    plain_dir = cache / f"plain-bpe-{corpus.manifest.get('key', 'corpus')[:12]}-{superbpe.vocab_size}"
+    rule = "" if recipe.tokenizer.rule == "superbpe" else f"-{recipe.tokenizer.rule}"
+    plain_dir = cache / f"plain-bpe-{corpus.manifest.get('key', 'corpus')[:12]}-{superbpe.vocab_size}{rule}"
     t0 = time.perf_counter()
     if not (plain_dir / "tokenizer.json").exists():
-        train_bpe([str(f) for f in corpus.files("train")], vocab_size=superbpe.vocab_size).save_pretrained(plain_dir)
+        train_bpe([str(f) for f in corpus.files("train")], vocab_size=superbpe.vocab_size,
+                  rule=recipe.tokenizer.rule).save_pretrained(plain_dir)  # the same pre-tokenizer: only superwords differ
     plain = Tokenizer.from_pretrained(plain_dir)
     rows = {}
     for domain in corpus.domains:
@@ -162,7 +164,7 @@ def stage_extend(ctx: Context) -> dict:
 def stage_evaluate(ctx: Context) -> dict:
     from .eval.decode import decode_benchmark
     from .infer.cache import KVCache, full_attention_cache_bytes
-    from .model.info import parameter_counts
+    from .info import parameter_counts
     from .model.transformer import KExaone
     from .train.balance import max_violation
     from .train.loop import evaluate
@@ -303,9 +305,11 @@ def speedrun(run_dir: str | Path, cfg: SpeedrunConfig, fresh: bool = False) -> d
                                 f"fix the cause, then resume with: kexa speedrun --run-dir {run} "
                                 f"(finished stages are kept)") from e
         wall = time.perf_counter() - t0
-        state[stage.name] = {"status": "done", "wall_s": wall, "summary": summary}
+        gates = summary.get("passed")  # a gated stage (extend) reports {gate: met}
+        state[stage.name] = {"status": "done", "wall_s": wall, "summary": summary,
+                             **({"gates_met": all(gates.values())} if isinstance(gates, dict) else {})}
         ctx.save_state()
-        print(f"✓ {stage.name} in {wall:.0f}s: " + ", ".join(f"{k}={_short(v)}" for k, v in summary.items()), flush=True)
+        print(stage_line(stage.name, wall, summary), flush=True)
     print(f"\nspeedrun finished in {time.perf_counter() - t_all:.0f}s (this invocation). Report: {run / 'report.md'}\n"
           f"Talk to the model:  kexa chat --model {run / 'model'}")
     return state
@@ -313,6 +317,18 @@ def speedrun(run_dir: str | Path, cfg: SpeedrunConfig, fresh: bool = False) -> d
 
 class SpeedrunError(RuntimeError):
     pass
+
+
+def stage_line(name: str, wall: float, summary: dict) -> str:
+    """The line printed after a stage: ✓ when it finished and every gate it reports (summary["passed"],
+    {gate: met}) was met; ✗ with the unmet gates when it finished without meeting them (the run goes
+    on: later stages still produce the report, which shows the gate results)."""
+    gates = summary.get("passed")
+    unmet = [g for g, ok in gates.items() if not ok] if isinstance(gates, dict) else []
+    details = ", ".join(f"{k}={_short(v)}" for k, v in summary.items())
+    if unmet:
+        return f"✗ {name} in {wall:.0f}s, gates not met: {', '.join(unmet)} ({details})"
+    return f"✓ {name} in {wall:.0f}s: {details}"
 
 
 def _short(v: Any) -> str:

@@ -2,6 +2,9 @@
 
     kexa data corpus                                  # -> cache/corpus/<domain>/{train,heldout}.{txt,jsonl}
     kexa data corpus --out DIR --input legal=~/my_texts --max-mb 8 --json
+
+Bad arguments (a non-positive size, a held-out fraction outside (0, 1)) and a missing --input
+folder: one line on stderr, exit code 2, before anything is built.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ def main(argv: list[str]) -> int:
     c.add_argument("--fresh", action="store_true", help="rebuild even if a matching build exists")
     c.add_argument("--json", action="store_true", help="print the manifest as JSON last")
     args = p.parse_args(argv)
+    from ..cli import UsageError
+    if not args.max_mb > 0:
+        raise UsageError(f"--max-mb {args.max_mb}: must be > 0")
+    if not 0 < args.heldout < 1:
+        raise UsageError(f"--heldout {args.heldout}: must lie in (0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from .corpus import build_corpus
 

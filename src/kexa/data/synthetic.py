@@ -1,4 +1,5 @@
-"""Synthetic long-context reasoning / retrieval data: key-value lookups, multi-hop chains, copying.
+"""Synthetic long-context reasoning / retrieval data: lookups, multi-hop chains, copying, two-hop
+questions over several documents, aggregation over a long list.
 
 K-EXAONE's context-extension stages mix rehearsal data, whole long documents and *synthetic
 reasoning data* (report §3.2). A small model trained for minutes only learns to retrieve a fact
@@ -12,6 +13,14 @@ NIAH evaluator (`kexa.eval.niah`) asks the same kind of question with *held-out*
             the question asks for the last name of the chain
 - copy      a list of random keys early in the sequence, filler, then "Repeat the list:" and the list
             (every copied token is a long-range retrieval target: fast to learn induction from)
+The report's synthetic set strengthens multi-step *reasoning* over long inputs, not only retrieval;
+two tasks need more than one lookup:
+- multidoc  "Document 1: ... Velmora is a member of Tarsel. ... Document 3: ... The secret number of
+            Tarsel is 4821. ..." with distractor members and groups in every document; the question
+            asks for the secret number of the group a person belongs to, and the answer spells out
+            the step ("Velmora is a member of Tarsel. The secret number of Tarsel is 4821.")
+- aggregate entries "Entry Velmora: 37." spread through the whole window; the question asks for
+            the sum of all entries' numbers or how many exceed a threshold (every entry matters)
 
 Keys are pseudo-words built from syllables and values are digit strings; `split="train"` and
 `split="eval"` draw from disjoint sets (a hash of the string decides), so NIAH never asks about a
@@ -43,19 +52,49 @@ from .shards import write_shards
 # right before the value, so "prefix + ' ' + value + suffix" is the fact itself.
 TEMPLATES: dict[str, dict[str, str]] = {
     "en": {"prefix": "The secret number of {key} is", "suffix": ".", "question": "What is the secret number of {key}?",
-           "alias": "{key} has the same secret number as {other}.", "repeat": "Repeat the list:"},
+           "alias": "{key} has the same secret number as {other}.", "repeat": "Repeat the list:",
+           "document": "Document {n}:", "member": "{key} is a member of {group}.",
+           "hop_question": "What is the secret number of the group that {key} belongs to?",
+           "entry": "Entry {key}: {value}.", "sum_question": "What is the sum of the numbers of all entries?",
+           "sum_prefix": "The sum is", "count_question": "How many entries have a number greater than {x}?",
+           "count_prefix": "The count is"},
     "ko": {"prefix": "{key}의 비밀 번호는", "suffix": "입니다.", "question": "{key}의 비밀 번호는 무엇입니까?",
-           "alias": "{key}의 비밀 번호는 {other}와 같습니다.", "repeat": "목록을 반복하세요:"},
+           "alias": "{key}의 비밀 번호는 {other}와 같습니다.", "repeat": "목록을 반복하세요:",
+           "document": "문서 {n}:", "member": "{key}의 소속은 {group}입니다.",
+           "hop_question": "{key}의 소속 단체의 비밀 번호는 무엇입니까?",
+           "entry": "항목 {key}: {value}.", "sum_question": "모든 항목의 숫자의 합은 무엇입니까?",
+           "sum_prefix": "합은", "count_question": "숫자가 {x}보다 큰 항목은 몇 개입니까?",
+           "count_prefix": "개수는"},
     "es": {"prefix": "El número secreto de {key} es", "suffix": ".", "question": "¿Cuál es el número secreto de {key}?",
-           "alias": "{key} tiene el mismo número secreto que {other}.", "repeat": "Repite la lista:"},
+           "alias": "{key} tiene el mismo número secreto que {other}.", "repeat": "Repite la lista:",
+           "document": "Documento {n}:", "member": "{key} es miembro de {group}.",
+           "hop_question": "¿Cuál es el número secreto del grupo al que pertenece {key}?",
+           "entry": "Entrada {key}: {value}.", "sum_question": "¿Cuál es la suma de los números de todas las entradas?",
+           "sum_prefix": "La suma es", "count_question": "¿Cuántas entradas tienen un número mayor que {x}?",
+           "count_prefix": "La cantidad es"},
     "de": {"prefix": "Die geheime Zahl von {key} ist", "suffix": ".", "question": "Was ist die geheime Zahl von {key}?",
-           "alias": "{key} hat dieselbe geheime Zahl wie {other}.", "repeat": "Wiederhole die Liste:"},
+           "alias": "{key} hat dieselbe geheime Zahl wie {other}.", "repeat": "Wiederhole die Liste:",
+           "document": "Dokument {n}:", "member": "{key} ist Mitglied von {group}.",
+           "hop_question": "Was ist die geheime Zahl der Gruppe, zu der {key} gehört?",
+           "entry": "Eintrag {key}: {value}.", "sum_question": "Was ist die Summe der Zahlen aller Einträge?",
+           "sum_prefix": "Die Summe ist", "count_question": "Wie viele Einträge haben eine Zahl größer als {x}?",
+           "count_prefix": "Die Anzahl ist"},
     "ja": {"prefix": "{key}の秘密の番号は", "suffix": "です。", "question": "{key}の秘密の番号は何ですか？",
-           "alias": "{key}の秘密の番号は{other}と同じです。", "repeat": "リストを繰り返してください:"},
+           "alias": "{key}の秘密の番号は{other}と同じです。", "repeat": "リストを繰り返してください:",
+           "document": "文書{n}:", "member": "{key}は{group}のメンバーです。",
+           "hop_question": "{key}が所属するグループの秘密の番号は何ですか？",
+           "entry": "項目{key}: {value}。", "sum_question": "すべての項目の数の合計は何ですか？",
+           "sum_prefix": "合計は", "count_question": "数が{x}より大きい項目はいくつですか？",
+           "count_prefix": "個数は"},
     "vi": {"prefix": "Số bí mật của {key} là", "suffix": ".", "question": "Số bí mật của {key} là gì?",
-           "alias": "{key} có cùng số bí mật với {other}.", "repeat": "Lặp lại danh sách:"},
+           "alias": "{key} có cùng số bí mật với {other}.", "repeat": "Lặp lại danh sách:",
+           "document": "Tài liệu {n}:", "member": "{key} là thành viên của {group}.",
+           "hop_question": "Số bí mật của nhóm mà {key} thuộc về là gì?",
+           "entry": "Mục {key}: {value}.", "sum_question": "Tổng các số của tất cả các mục là bao nhiêu?",
+           "sum_prefix": "Tổng là", "count_question": "Có bao nhiêu mục có số lớn hơn {x}?",
+           "count_prefix": "Số lượng là"},
 }
-TASKS = ("kv", "multihop", "copy")
+TASKS = ("kv", "multihop", "copy", "multidoc", "aggregate")
 SYLLABLES = ("ka ne ro mi ta su lo ve ra tin mor dal fen gar hu jel ko lun pra sel tor vak wen yas zor bri "
              "cam dor el fa gil ha ir jo kel lam nor op pel quin ris sam tul ur vin xa yel zan").split()
 
@@ -146,10 +185,19 @@ class SyntheticConfig:
     max_questions: int = 3  # questions per kv example
     max_hops: int = 3  # aliases in a multihop chain
     copy_items: tuple[int, int] = (4, 12)  # keys in a copy list
+    max_documents: int = 4  # documents in a multidoc example (2 .. max_documents)
+    aggregate_items: tuple[int, int] = (4, 24)  # entries in an aggregate example
     value_digits: int = 4
     min_example: int = 48  # tokens; shorter leftovers are merged into the previous example's filler
 
     def __post_init__(self) -> None:
+        self.copy_items, self.aggregate_items = tuple(self.copy_items), tuple(self.aggregate_items)  # TOML lists
+        for name in ("copy_items", "aggregate_items"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"synthetic {name} must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
+        if self.max_documents < 2:
+            raise ValueError(f"synthetic max_documents must be >= 2, got {self.max_documents}")
         bad = sorted(set(self.tasks) - set(TASKS))
         if bad or not self.tasks or any(w < 0 for w in self.tasks.values()) or sum(self.tasks.values()) <= 0:
             raise ValueError(f"synthetic tasks must be weights over {TASKS} with a positive sum, got {self.tasks}")
@@ -159,7 +207,7 @@ class SyntheticConfig:
 
 
 class SyntheticGenerator:
-    """Token-exact examples of the three tasks. `encode(str) -> list[int]` is the tokenizer's."""
+    """Token-exact examples of the tasks (TASKS). `encode(str) -> list[int]` is the tokenizer's."""
 
     def __init__(self, encode: Callable[[str], list[int]], filler: Filler, config: SyntheticConfig | None = None,
                  split: str = "train"):
@@ -239,6 +287,55 @@ class SyntheticGenerator:
             items = " ".join(keys[:n])
             return [self.line(items)], self.line(TEMPLATES[lang]["repeat"]) + self.enc(items + "\n")
         return self._first_fit(rng, length, (variant(n) for n in range(len(keys), min(lo, 2) - 1, -1)))
+
+    def multidoc(self, rng: random.Random, length: int, lang: str) -> list[int]:
+        """Two hops across documents: person -> group (one document) -> group's number (another)."""
+        t = TEMPLATES[lang]
+        pairs = rng.randint(1, self.config.max_documents)  # (person, group) pairs; pair 0 is asked about
+        names = self.vocab.keys(rng, 2 * pairs)
+        people, groups = names[:pairs], names[pairs:]
+        values = [self.vocab.value(rng) for _ in groups]
+        n_docs = rng.randint(2, self.config.max_documents)
+
+        def variant(n: int) -> tuple[list[list[int]], list[int]]:  # the first n pairs over min(n_docs, 2n) docs
+            d = min(n_docs, 2 * n)
+            facts = [(rng.randrange(d), self.line(t["member"].format(key=people[i], group=groups[i])))
+                     for i in range(n)]
+            facts += [(rng.randrange(d), self.line(fact_text(lang, groups[i], values[i]))) for i in range(n)]
+            first = rng.randrange(d)  # the asked pair's two facts sit in two different documents
+            facts[0] = (first, facts[0][1])
+            facts[n] = ((first + rng.randrange(1, d)) % d, facts[n][1])
+            pieces = []
+            for doc in range(d):
+                pieces.append(self.line(t["document"].format(n=doc + 1)))
+                in_doc = [f for where, f in facts if where == doc]
+                rng.shuffle(in_doc)
+                pieces += in_doc
+            person, group = people[0], groups[0]
+            tail = self.line(t["hop_question"].format(key=person)) \
+                + self.enc(t["member"].format(key=person, group=group) + " " + t["prefix"].format(key=group)) \
+                + self.enc(" " + values[0]) + self.enc(t["suffix"] + "\n")
+            return pieces, tail
+        return self._first_fit(rng, length, (variant(n) for n in range(pairs, 0, -1)))
+
+    def aggregate(self, rng: random.Random, length: int, lang: str) -> list[int]:
+        """Entries through the whole window; the sum of their numbers, or how many exceed a threshold."""
+        t = TEMPLATES[lang]
+        lo, hi = self.config.aggregate_items
+        keys = self.vocab.keys(rng, rng.randint(lo, hi))
+        numbers = [rng.randint(1, 99) for _ in keys]
+        op, threshold = rng.choice(("sum", "count")), rng.randint(10, 89)
+
+        def variant(n: int) -> tuple[list[list[int]], list[int]]:  # the first n entries
+            entries = [self.line(t["entry"].format(key=k, value=v)) for k, v in zip(keys[:n], numbers[:n])]
+            if op == "sum":
+                question, prefix, answer = t["sum_question"], t["sum_prefix"], sum(numbers[:n])
+            else:
+                question = t["count_question"].format(x=threshold)
+                prefix, answer = t["count_prefix"], sum(v > threshold for v in numbers[:n])
+            tail = self.line(question) + self.enc(prefix) + self.enc(f" {answer}") + self.enc(t["suffix"] + "\n")
+            return entries, tail
+        return self._first_fit(rng, length, (variant(n) for n in range(len(keys), 0, -1)))
 
     def example(self, rng: random.Random, length: int) -> list[int]:
         """One example of exactly `length` tokens (a task that does not fit falls back to filler)."""

@@ -2,11 +2,13 @@
 
     kexa eval niah --model runs/ext/model --lengths 512,2048,8192 --depths 0,0.25,0.5,0.75,1 --json
     kexa eval niah --model runs/ext/model --needles 4 --languages en,ko,ja --out runs/ext/niah
+    kexa eval niah --model runs/ext/model --samples 10 --needle novel --json   # 50 cases per length, novel needle
 
 The haystack is the held-out split of a corpus folder (`--corpus DIR`, default the builtin corpus at
 cache/corpus when it exists; `--domains` picks its domains) or a text file (`--text FILE`); with
 neither it falls back to generated sentences and says so. With `--json` the last stdout line is one
-JSON object: {"accuracy": {"<length>": mean accuracy}, "grid" (lengths x depths), "cells", ...}.
+JSON object: {"accuracy": {"<length>": mean accuracy}, "interval": {"<length>": [lo, hi]} (95% Wilson),
+"grid" (lengths x depths), "cells", ...}.
 `--out DIR` writes niah.json and niah.png (the heat map). Bad input -> one line on stderr, exit 2.
 
     kexa eval humaneval --completions samples.jsonl --k 1,10     # last line: {"pass@1": ..., "pass@10": ...}
@@ -39,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--samples", type=int, default=2, help="haystacks per (length, depth) cell")
     n.add_argument("--needles", type=int, default=1, help="facts in the haystack (> 1: RULER multi-key)")
     n.add_argument("--languages", default="en", help="needle languages (en,ko,es,de,ja,vi), cycled over cases")
+    n.add_argument("--needle", choices=["template", "novel"], default="template",
+                   help="needle phrasing: the synthetic training data's (template) or one unlike any training "
+                        "template (novel): retrieval rather than template matching")
     n.add_argument("--corpus", default=None, help="corpus folder whose held-out split is the haystack")
     n.add_argument("--domains", default=None, help="corpus domains for the haystack (default: all)")
     n.add_argument("--text", default=None, help="a text file as the haystack instead of a corpus")
@@ -101,7 +106,7 @@ def niah(args) -> dict:
     try:
         config = NiahConfig(lengths=args.lengths, depths=args.depths, samples=args.samples, needles=args.needles,
                             languages=[x.strip() for x in args.languages.split(",") if x.strip()],
-                            seed=args.seed, batch_size=args.batch_size)
+                            seed=args.seed, batch_size=args.batch_size, needle=args.needle)
     except ValueError as e:
         raise UsageError(str(e)) from e
     model, tok, _ = load(args)
@@ -151,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, ensure_ascii=False))
     else:
         for n, acc in result["accuracy"].items():
-            print(f"length {n:>7}: accuracy {acc:.3f}")
+            lo, hi = result["interval"][n]
+            print(f"length {n:>7}: accuracy {acc:.3f}  (95% Wilson [{lo:.2f}, {hi:.2f}], "
+                  f"{result['cases_per_length']} cases)")
         print(f"mean {result['mean_accuracy']:.3f} over {len(result['cells'])} cells ({result['seconds']:.1f}s)")
     return 0
 

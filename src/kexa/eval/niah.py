@@ -15,25 +15,35 @@ near-perfect over its range (report §3.2). The test follows gkamradt's NIAH and
   `length` tokens, so a model whose context is `length` can be asked;
 - `needles > 1` is RULER's multi-key variant (niah_multikey): the other needles are distractor facts
   with other keys of the same template at random depths; only the target's value counts;
+- `needle = "novel"` phrases the needle, question and answer prefix unlike any training template
+  (`NOVEL_TEMPLATES`: "At the old archive, Tulmorvin was given the access code 5302." in six
+  languages, no "secret number"): the synthetic training data shares the "template" needle's
+  sentences, so a model can score on it by matching the trained format; the novel needle shows
+  retrieval of a fact it was never shown the phrasing of;
 - retrieval by greedy generation through the inference engine (`kexa.infer.Engine`, chunked
   prefill and the sliding-window ring cache), exact match on the value (`answer_of`: the leading
   digits of the generated text); `digit_accuracy` (digits right in place) is reported beside it as
   partial credit - a chance-level model scores ~0.1 there, a model that starts to retrieve more;
 - every (length, depth) cell averages `samples` haystacks (different offsets, keys and values);
-  all prompts of one length have one length, so the engine prefills them as one batch.
+  all prompts of one length have one length, so the engine prefills them as one batch;
+- every accuracy comes with its 95% Wilson score interval (Wilson 1927; `wilson_interval`): a cell
+  of 10 cases at 0.9 is [0.60, 0.98], so a gate at 0.9 needs tens of cases per cell to mean much.
 Deterministic given the seed: the same model, tokenizer, haystack and seed give the same grid.
 
 `evaluate_niah` takes a model, or any `retrieve(prompts, max_new_tokens) -> token lists` callable
 (tests drive it with stubs that know or do not know the answer). The result is a JSON-ready dict:
-`accuracy` maps each length (as a string) to its mean accuracy, `grid` is lengths x depths, `cells`
-lists every case's answer. `plot_heatmap` draws the grid (depth x length) as a PNG.
+`accuracy` maps each length (as a string) to its mean accuracy, `interval` to its Wilson interval
+over all the length's cases, `grid` is lengths x depths, `cells` lists every case's answer (and each
+cell's interval). `plot_heatmap` (kexa.plots) draws the grid (depth x length) as a PNG.
 
     kexa eval niah --model runs/ext/model --lengths 256,1024,2048 --depths 0,0.5,1 --json
+    kexa eval niah --model runs/ext/model --lengths 1024 --samples 50 --needle novel --json
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 import warnings
@@ -44,8 +54,39 @@ from pathlib import Path
 import numpy as np
 
 from ..data.synthetic import TEMPLATES, Filler, Vocab, answer_of, generated_filler_text
+from ..plots import plot_heatmap  # noqa: F401  (the heat map lives with every other plot; re-exported)
 
 Retriever = Callable[[list[list[int]], int], list[list[int]]]
+
+# Needles phrased unlike every sentence of kexa.data.synthetic.TEMPLATES (no "secret number", another
+# verb, the value inside a longer sentence in some languages): same fields, so the same builder uses
+# them. The fact is prefix + " " + value + suffix; the prompt ends with the question and the prefix.
+NOVEL_TEMPLATES: dict[str, dict[str, str]] = {
+    "en": {"prefix": "At the old archive, {key} was given the access code", "suffix": ".",
+           "question": "Which access code was {key} given at the old archive?"},
+    "ko": {"prefix": "오래된 기록 보관소에서 {key}에게 주어진 출입 코드는", "suffix": "이었다.",
+           "question": "오래된 기록 보관소에서 {key}에게 주어진 출입 코드는 무엇이었나?"},
+    "es": {"prefix": "En el viejo archivo, a {key} le dieron el código de acceso", "suffix": ".",
+           "question": "¿Qué código de acceso le dieron a {key} en el viejo archivo?"},
+    "de": {"prefix": "Im alten Archiv bekam {key} den Zugangscode", "suffix": ".",
+           "question": "Welchen Zugangscode bekam {key} im alten Archiv?"},
+    "ja": {"prefix": "古い書庫で{key}に渡された入館コードは", "suffix": "だった。",
+           "question": "古い書庫で{key}に渡された入館コードは何でしたか？"},
+    "vi": {"prefix": "Tại kho lưu trữ cũ, {key} được cấp mã ra vào", "suffix": ".",
+           "question": "Tại kho lưu trữ cũ, {key} được cấp mã ra vào nào?"},
+}
+NEEDLES = {"template": TEMPLATES, "novel": NOVEL_TEMPLATES}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion: unlike the normal approximation it
+    stays inside [0, 1] and is honest at 0/n and n/n, which small NIAH cells often are."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -58,9 +99,12 @@ class NiahConfig:
     value_digits: int = 4
     seed: int = 0
     batch_size: int = 8  # prompts per engine call
+    needle: str = "template"  # "template": the training data's sentences | "novel": NOVEL_TEMPLATES
 
     def __post_init__(self) -> None:
         errors = []
+        if self.needle not in NEEDLES:
+            errors.append(f"needle must be one of {sorted(NEEDLES)}, got {self.needle!r}")
         if not self.lengths or any(not isinstance(n, int) or n < 1 for n in self.lengths):
             errors.append(f"lengths must be positive integers, got {self.lengths}")
         if not self.depths or any(not 0.0 <= d <= 1.0 for d in self.depths):
@@ -97,7 +141,7 @@ class CaseBuilder:
         self.margin = config.value_digits + 3
 
     def build(self, rng: random.Random, length: int, depth: float, lang: str) -> Case:
-        t = TEMPLATES[lang]
+        t = NEEDLES[self.config.needle][lang]
         keys = self.vocab.keys(rng, self.config.needles)
         values = [self.vocab.value(rng) for _ in keys]
         # the same token sequences as kexa.data.synthetic writes: a fact on its own line; the question
@@ -183,6 +227,8 @@ def evaluate_niah(model_or_retriever, tokenizer, config: NiahConfig, haystack: F
     builder = CaseBuilder(encode, haystack, config)
     grid = np.zeros((len(config.lengths), len(config.depths)))
     digits = np.zeros_like(grid)
+    hit_counts = [0] * len(config.lengths)
+    per_length = len(config.depths) * config.samples  # cases of one length
     cells = []
     for li, length in enumerate(config.lengths):
         cases = builder.cases(length)
@@ -194,44 +240,23 @@ def evaluate_niah(model_or_retriever, tokenizer, config: NiahConfig, haystack: F
             hits = [answer_of(text) == c.value for c, text in mine]
             grid[li, di] = sum(hits) / len(hits)
             digits[li, di] = np.mean([digit_accuracy(answer_of(text), c.value) for c, text in mine])
+            hit_counts[li] += sum(hits)
             cells.append({"length": length, "depth": depth, "accuracy": grid[li, di], "digits": digits[li, di],
-                          "n": len(hits),
+                          "n": len(hits), "interval": list(wilson_interval(sum(hits), len(hits))),
                           "cases": [{"lang": c.lang, "key": c.key, "value": c.value, "needle_at": c.needle_at,
                                      "answer": text, "correct": h} for (c, text), h in zip(mine, hits)]})
         if progress is not None:
             progress(f"niah length {length}: accuracy {grid[li].mean():.3f} ({time.perf_counter() - t0:.1f}s)")
     cfg = asdict(config)
-    return {"task": "niah_multikey" if config.needles > 1 else "niah_single",
+    task = ("niah_multikey" if config.needles > 1 else "niah_single") + ("_novel" if config.needle == "novel" else "")
+    return {"task": task,
             "accuracy": {str(n): float(grid[i].mean()) for i, n in enumerate(config.lengths)},
+            "interval": {str(n): list(wilson_interval(hit_counts[i], per_length)) for i, n in enumerate(config.lengths)},
+            "cases_per_length": per_length, "cases_per_cell": config.samples,
             "mean_accuracy": float(grid.mean()),
             "digit_accuracy": {str(n): float(digits[i].mean()) for i, n in enumerate(config.lengths)}, "lengths": config.lengths, "depths": config.depths,
             "grid": grid.tolist(), "cells": cells, "haystack": source, "seconds": time.perf_counter() - t0,
-            "config": {k: cfg[k] for k in ("samples", "needles", "languages", "value_digits", "seed")}}
-
-
-def plot_heatmap(result: dict, path: str | Path, title: str | None = None) -> Path:
-    """Depth (rows) x length (columns) accuracy heat map, each cell annotated."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = np.asarray(result["grid"]).T  # (depths, lengths)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * grid.shape[1], 1.0 + 0.55 * grid.shape[0]))
-    im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
-    ax.set_xticks(range(len(result["lengths"])), [str(n) for n in result["lengths"]])
-    ax.set_yticks(range(len(result["depths"])), [f"{d:.0%}" for d in result["depths"]])
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("needle depth")
-    for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_title(title or f"{result['task']}: mean accuracy {result['mean_accuracy']:.3f}", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            "config": {k: cfg[k] for k in ("samples", "needles", "languages", "value_digits", "seed", "needle")}}
 
 
 def save_result(result: dict, path: str | Path) -> Path:

@@ -9,6 +9,11 @@ reply starts with reasoning: it is shown apart from the answer (dimmed on a term
 "[thinking]" header otherwise) and dropped from the history of later turns, as the template does.
 The finished reply is parsed with `parse_response` into reasoning / content / tool calls.
 
+A conversation longer than the model's context keeps going: before each reply the oldest turns
+(never the system prompt) are dropped until the prompt leaves room for the reply
+(`min(--max-new-tokens, context / 2)` tokens), and the chat says how many were dropped; a single
+message too long to fit is refused with a message and not kept.
+
 In-chat commands: /think on|off, /reset, /exit. Ctrl-C during a reply stops that reply and keeps the
 chat; Ctrl-C or Ctrl-D at the prompt leaves. Model and tokenizer errors exit with code 2.
 """
@@ -19,7 +24,7 @@ import argparse
 import sys
 from typing import Callable, TextIO
 
-from .cli import TextStream, UsageError, add_sampling_args, load, sampling_params
+from .cli import TextStream, UsageError, add_sampling_args, check_sampling_args, load, sampling_params
 
 THINK_CLOSE = "</think>"
 END_OF_TURN = "<|endofturn|>"
@@ -59,6 +64,24 @@ class ReplyPrinter:
         self._write("\n")
 
 
+def fit_to_context(tok, messages: list[dict], n_base: int, thinking: bool, budget: int) -> tuple[list[int] | None, int]:
+    """Drop the oldest turns after the first `n_base` messages (the system prompt) until the rendered
+    prompt has at most `budget` tokens. The kept history starts at a user turn. Returns the prompt ids
+    (None when even the last user message alone does not fit) and how many messages were dropped;
+    `messages` is trimmed in place."""
+    dropped = 0
+    while True:
+        ids = tok.encode_chat(messages, enable_thinking=thinking, add_generation_prompt=True).ids
+        if len(ids) <= budget:
+            return ids, dropped
+        turns = messages[n_base:]
+        if len(turns) <= 1:  # only the new user message is left, and it is too long
+            return None, dropped
+        cut = 1 + next((i for i, m in enumerate(turns[1:]) if m["role"] == "user"), len(turns) - 1)
+        del messages[n_base:n_base + cut]
+        dropped += cut
+
+
 def chat_loop(engine, tok, params, speculative: int, thinking: bool, system: str | None,
               read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> list[dict]:
     """Run the conversation until /exit or end of input; returns the message history."""
@@ -90,7 +113,17 @@ def chat_loop(engine, tok, params, speculative: int, thinking: bool, system: str
             out.write(f"(reasoning {'on' if thinking else 'off'})\n")
             continue
         messages.append({"role": "user", "content": line})
-        ids = tok.encode_chat(messages, enable_thinking=thinking, add_generation_prompt=True).ids
+        context = engine.config.max_position_embeddings
+        # the prompt must leave room for a reply (the engine refuses a prompt that fills the context)
+        ids, dropped = fit_to_context(tok, messages, len(base), thinking,
+                                      context - min(params.max_new_tokens, context // 2))
+        if ids is None:
+            messages.pop()
+            out.write(f"(message not sent: too long for the model's context of {context} tokens; "
+                      f"shorten it or /reset)\n")
+            continue
+        if dropped:
+            out.write(f"(context full: dropped the {dropped} oldest messages)\n")
         generation = engine.stream([ids], params, speculative=speculative)
         stream, printer = TextStream(tok), ReplyPrinter(out, thinking)
         out.write("kexa> ")
@@ -114,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--system", default=None, help="system prompt")
     args = p.parse_args(argv)
     try:
-        if args.speculative not in (0, 1, 2):
-            raise UsageError(f"--speculative takes 1 or 2 drafted tokens, got {args.speculative}")
+        check_sampling_args(args)
         model, tok, engine = load(args)
         params = sampling_params(args, tok, model)
     except UsageError as e:

@@ -11,8 +11,8 @@ is streamed and the last stdout line is one JSON object:
      "tokens_per_s", "decode_tokens_per_s", "acceptance_rate" (null without --speculative),
      "acceptance_per_position", "mean_accepted_length", "speculative", "interrupted"}
 Bad input (empty prompt, prompt longer than the model's context, invalid sampling values, a folder
-that is not a model, a tokenizer larger than the model's vocabulary) -> one clear line on stderr,
-exit code 2. Ctrl-C stops the generation cleanly: what was generated is still printed (with
+that is not a model, a broken config.json, truncated weights, a tokenizer larger than the model's
+vocabulary) -> one clear line on stderr, exit code 2. Arguments are checked before any file is read. Ctrl-C stops the generation cleanly: what was generated is still printed (with
 "interrupted": true in JSON mode) and the exit code is 130.
 
 The loading helpers here are shared with `kexa chat` (`kexa.infer.chat`).
@@ -30,8 +30,7 @@ import torch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class UsageError(Exception):
-    """Bad user input: reported on one line, exit code 2."""
+from ..cli import UsageError  # bad user input: one line, exit code 2 (shared by every command)
 
 
 def add_sampling_args(p: argparse.ArgumentParser, temperature: float = 1.0) -> None:
@@ -53,7 +52,8 @@ def add_sampling_args(p: argparse.ArgumentParser, temperature: float = 1.0) -> N
 
 
 def load(args) -> tuple:
-    """Model, tokenizer, engine from a folder; every failure becomes a UsageError."""
+    """Model, tokenizer, engine from a folder; every failure becomes a UsageError naming the file.
+    The model is read first: a broken config.json or truncated weights is the more useful message."""
     from ..config import ConfigError
     from ..model.transformer import KExaone
     from ..model.hf import CheckpointError
@@ -65,19 +65,36 @@ def load(args) -> tuple:
         raise UsageError(f"--model {folder}: not a directory (expected a model folder with config.json)")
     if not (folder / "config.json").exists():
         raise UsageError(f"{folder} is not a kexa/HF model folder: config.json is missing")
+    try:
+        model = KExaone.from_pretrained(folder, dtype=DTYPES[args.dtype], device=args.device)
+    except (CheckpointError, ConfigError, OSError) as e:
+        raise UsageError(f"cannot load a model from {folder}: {e}") from e
     tok_dir = Path(args.tokenizer) if args.tokenizer else folder
     if not (tok_dir / "tokenizer.json").exists():
         raise UsageError(f"no tokenizer.json in {tok_dir}: save the tokenizer beside the model "
                          f"(Tokenizer.save_pretrained) or pass --tokenizer DIR")
     try:
-        model = KExaone.from_pretrained(folder, dtype=DTYPES[args.dtype], device=args.device)
-    except (CheckpointError, ConfigError, OSError) as e:
-        raise UsageError(f"cannot load a model from {folder}: {e}") from e
-    tok = Tokenizer.from_pretrained(tok_dir)
+        tok = Tokenizer.from_pretrained(tok_dir)
+    except Exception as e:  # tokenizers raises its own (untyped) exception on a malformed file
+        raise UsageError(f"cannot load the tokenizer in {tok_dir}: {e}") from e
     if tok.vocab_size > model.config.vocab_size:
         raise UsageError(f"tokenizer in {tok_dir} has {tok.vocab_size} tokens but the model only "
                          f"{model.config.vocab_size}: they do not belong together")
     return model, tok, Engine(model, compile=getattr(args, "compile", False))  # `kexa eval niah` has no --compile
+
+
+def check_sampling_args(args) -> None:
+    """Validate the sampling arguments before any file is touched (stop tokens come later, from the
+    tokenizer and config): `--max-new-tokens -3` fails in milliseconds, not after loading a model."""
+    from .sampling import SamplingParams
+
+    if args.speculative not in (0, 1, 2):
+        raise UsageError(f"--speculative takes 1 or 2 drafted tokens, got {args.speculative}")
+    try:
+        SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                       top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
 
 
 def sampling_params(args, tok, model):
@@ -124,8 +141,7 @@ def run(args) -> int:
 
     if not args.prompt or not args.prompt.strip():
         raise UsageError("--prompt is empty: give some text to continue")
-    if args.speculative not in (0, 1, 2):
-        raise UsageError(f"--speculative takes 1 or 2 drafted tokens, got {args.speculative}")
+    check_sampling_args(args)
     model, tok, engine = load(args)
     params = sampling_params(args, tok, model)
     if args.chat:

@@ -4,6 +4,10 @@
     kexa tokenizer stats --tokenizer runs/tok --input cache/corpus/ko/heldout.txt --json
     kexa tokenizer encode --tokenizer runs/tok --text "안녕하세요"
     kexa tokenizer decode --tokenizer runs/tok --ids 1234 567
+
+Bad arguments (a vocabulary no larger than the 384 reserved + byte tokens, a transition outside the
+learned vocabulary, a missing input or tokenizer folder) are one line on stderr, exit code 2, checked
+before any file is read or written.
 """
 
 from __future__ import annotations
@@ -58,6 +62,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_train_args(args) -> None:
+    """Everything `train` can reject without reading a file."""
+    from ..cli import UsageError
+    from .train import BASE_VOCAB
+
+    if args.vocab_size <= BASE_VOCAB:
+        raise UsageError(f"--vocab-size {args.vocab_size}: must exceed {BASE_VOCAB} "
+                         f"(128 reserved special tokens + 256 byte tokens)")
+    tr = args.transition
+    if tr is not None and not (0 < tr <= 1 or (tr > 1 and tr == int(tr) and BASE_VOCAB < tr <= args.vocab_size)):
+        raise UsageError(f"--transition {tr}: a fraction in (0, 1] of the learned tokens, or a stage-1 "
+                         f"vocabulary size between {BASE_VOCAB} and --vocab-size {args.vocab_size}")
+    if args.max_words < 0:
+        raise UsageError(f"--max-words {args.max_words}: must be >= 0 (0 = no cap)")
+    if args.min_frequency < 1:
+        raise UsageError(f"--min-frequency {args.min_frequency}: must be >= 1")
+    missing = [p for p in args.input if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"--input: no such file or directory: {', '.join(missing)}")
+
+
+def _load_tokenizer(folder: str):
+    from ..cli import UsageError
+    from .tokenizer import Tokenizer
+
+    if not (Path(folder) / "tokenizer.json").is_file():
+        raise UsageError(f"--tokenizer {folder}: no tokenizer.json there (train one with `kexa tokenizer train`)")
+    try:
+        return Tokenizer.from_pretrained(folder)
+    except Exception as e:  # tokenizers raises its own (untyped) exception on a malformed file
+        raise UsageError(f"--tokenizer {folder}: cannot load tokenizer.json: {e}") from e
+
+
 def _stats_inputs(inputs: list[str], split: str) -> dict[str, list[Path]]:
     """name -> files; corpus folders (manifest.json) expand to one entry per domain."""
     groups: dict[str, list[Path]] = {}
@@ -75,9 +112,9 @@ def _stats_inputs(inputs: list[str], split: str) -> dict[str, list[Path]]:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from .tokenizer import Tokenizer
 
     if args.cmd == "train":
+        _check_train_args(args)
         from .train import DEFAULT_TRANSITION, train_bpe, train_superbpe
 
         t0 = time.perf_counter()
@@ -96,7 +133,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(summary) if args.json else f"wrote {out}/tokenizer.json: {summary}")
         return 0
 
-    tok = Tokenizer.from_pretrained(args.tokenizer)
+    tok = _load_tokenizer(args.tokenizer)
     if args.cmd == "stats":
         rows = {}
         for name, files in _stats_inputs(args.input, args.split).items():

@@ -494,7 +494,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         if main and data.tokenizer is not None:
             data.tokenizer.save_pretrained(model_dir)
         if main and tc.plot:
-            from .plots import plot_run
+            from ..plots import plot_run
             plot_run(run_dir / METRICS, run_dir / "training.png")
     elif main and not quiet:
         print(f"{interrupted}: saved checkpoint at step {step} in {ckpt.checkpoint_dir(run_dir)}; "

@@ -3,8 +3,9 @@
     corpus      data.corpus = "builtin": `kexa.data.build_corpus` (offline multilingual corpus,
                 per-domain train/held-out) in CACHE/corpus-<bytes>; or a folder written by
                 `kexa data corpus --out DIR` (which also takes the user's own text folders)
-    tokenizer   data.tokenizer = "train": SuperBPE (`kexa.tokenizer.train_superbpe`) on the corpus's
-                train split, cached in CACHE/tokenizer-<hash of corpus key, vocab size>; or a folder
+    tokenizer   data.tokenizer = "train": SuperBPE (`kexa.tokenizer.train_superbpe`, with the recipe's
+                [tokenizer] transition and rule) on the corpus's train split, cached in
+                CACHE/tokenizer-<hash of corpus key, vocab size, transition, rule>; or a folder
     shards      CACHE/shards-<hash of tokenizer.json, corpus key>/<domain>/{train,heldout}: one
                 document per corpus .jsonl line, EOS-terminated (kexa.data.shards)
     synthetic   only when the mixture (a curriculum stage or data.weights) weights the source
@@ -73,11 +74,14 @@ def prepare_tokenizer(recipe: Recipe, corpus, cache: Path):
     dc = recipe.data
     if dc.tokenizer != "train":
         return Tokenizer.from_pretrained(dc.tokenizer)
-    folder = cache / f"tokenizer-{_short_hash(corpus.manifest.get('key', str(corpus.root)), str(dc.vocab_size))}"
+    tc = recipe.tokenizer
+    folder = cache / f"tokenizer-{_short_hash(corpus.manifest.get('key', str(corpus.root)), str(dc.vocab_size), repr(tc.transition), tc.rule)}"
     if (folder / "tokenizer.json").exists():
         return Tokenizer.from_pretrained(folder)
-    log.info("training a %d-token SuperBPE tokenizer on %s", dc.vocab_size, corpus.root)
-    tok = train_superbpe([str(f) for f in corpus.files("train")], vocab_size=dc.vocab_size)
+    log.info("training a %d-token SuperBPE tokenizer (transition %s, rule %s) on %s", dc.vocab_size, tc.transition,
+             tc.rule, corpus.root)
+    tok = train_superbpe([str(f) for f in corpus.files("train")], vocab_size=dc.vocab_size,
+                         transition=tc.transition, rule=tc.rule)
     tok.save_pretrained(folder)
     return Tokenizer.from_pretrained(folder)
 

@@ -1,7 +1,7 @@
 """TOML training recipes: one dataclass per concern, loaded verbatim, with `--set key=value` overrides.
 
 A recipe file has the sections [model] (a preset plus any ModelConfig field as an override),
-[data], [optim], [schedule], [balance], [train] and an optional list of [[curriculum]] stages
+[data], [tokenizer], [optim], [schedule], [balance], [train] and an optional list of [[curriculum]] stages
 (name, fraction of steps, weights per source). Unknown sections or keys are errors that name the
 valid ones, so a typo never silently falls back to a default. `--set optim.lr=1e-3` parses the
 value as TOML (numbers, booleans, strings, arrays; bare words become strings).
@@ -51,6 +51,23 @@ class DataConfig:
 
 
 @dataclass
+class TokenizerConfig:
+    """How `data.tokenizer = "train"` trains SuperBPE (kexa.tokenizer.train_superbpe; docs/tokenizer.md)."""
+    transition: float = 0.5  # stage-1 share of the learned tokens (float in (0, 1]) or stage-1 size (int);
+    #                          0.5 = kexa.tokenizer.train.DEFAULT_TRANSITION; the report's ~20% superwords = 0.8
+    rule: str = "superbpe"  # stage-2 boundary rule: "superbpe" or "kexaone" (K-EXAONE's released pre-tokenizer)
+
+    def __post_init__(self) -> None:
+        from ..tokenizer.pretokenize import RULES
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {sorted(RULES)}, got {self.rule!r}")
+        t = self.transition
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 < t <= 1 if isinstance(t, float) else t > 384):
+            raise ValueError(f"transition must be a fraction in (0, 1] of the learned tokens or a stage-1 vocabulary "
+                             f"size > 384, got {t!r}")
+
+
+@dataclass
 class TrainConfig:
     steps: int = 150  # optimiser steps
     seed: int = 0
@@ -85,6 +102,7 @@ def too_small(config, **minimum: int) -> None:
 class Recipe:
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
     data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: WSD = field(default_factory=WSD)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
@@ -109,7 +127,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": WSD, "balance": BalanceConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "optim": OptimConfig, "schedule": WSD, "balance": BalanceConfig, "train": TrainConfig}
 # may differ between a run and its resumption without changing the computation already done
 RESUMABLE_CHANGES = {"train.steps", "train.threads", "train.compile", "train.log_every", "train.eval_every", "train.save_every", "train.keep_last",
                      "train.max_bad_steps", "train.plot", "data.cache_dir", "data.corpus", "data.tokenizer"}

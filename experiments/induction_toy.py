@@ -16,12 +16,12 @@ tells a kexa defect from a budget too small for the induction phase change. Adam
 separates "the model cannot copy" from "the model has not formed the content-addressed mechanism
 yet" when NIAH is 0 (docs/context_extension.md).
 
-    .venv/bin/python benchmarks/induction_toy.py --task offset --steps 300
-    .venv/bin/python benchmarks/induction_toy.py --task induction --steps 400 --lr 3e-3
-    .venv/bin/python benchmarks/induction_toy.py --task segments --vocab 64 --steps 600 --set num_hidden_layers=2 \
+    .venv/bin/python experiments/induction_toy.py --task offset --steps 300
+    .venv/bin/python experiments/induction_toy.py --task induction --steps 400 --lr 3e-3
+    .venv/bin/python experiments/induction_toy.py --task segments --vocab 64 --steps 600 --set num_hidden_layers=2 \
         --set 'layer_types=["sliding_attention","sliding_attention"]' --set 'mlp_layer_types=["dense","dense"]' \
         --set sliding_window=128
-    .venv/bin/python benchmarks/induction_toy.py --task segments --vocab 64 --reference --batch 32
+    .venv/bin/python experiments/induction_toy.py --task segments --vocab 64 --reference --batch 32
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ and the needle's *value preference*: over --lists NIAH prompts, how often the mo
 needle's value a lower loss than another held-out value (0.5 = no lookup, 1.0 = always the right
 one), with both mean losses - graded evidence of key-value retrieval before exact match moves.
 
-    .venv/bin/python benchmarks/induction_probe.py --run runs/nano-short --length 128 --niah
-    .venv/bin/python benchmarks/induction_probe.py --models runs/a/model runs/b/model --tokenizer runs/a/model
+    .venv/bin/python experiments/induction_probe.py --run runs/nano-short --length 128 --niah
+    .venv/bin/python experiments/induction_probe.py --models runs/a/model runs/b/model --tokenizer runs/a/model
 """
 
 from __future__ import annotations

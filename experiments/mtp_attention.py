@@ -16,7 +16,7 @@ the block's draft is accepted, so this script settles it on a trained model:
      speculative generation through the engine on held-out prompts (benchmarks/speculative.py's
      protocol), and the jointly trained block of the checkpoint as a reference.
 
-    .venv/bin/python benchmarks/mtp_attention.py --steps 200 --json benchmarks/results/mtp_attention.json
+    .venv/bin/python experiments/mtp_attention.py --steps 200 --json experiments/results/mtp_attention.json
 
 The comparison is paired (same init, same data, same steps); run-to-run noise is the difference
 between seeds (--seed). The CPU is shared: only the acceptance numbers are robust, not the speeds.
@@ -61,7 +61,7 @@ def main() -> None:
     from kexa.train.prepare import prepare_data
     from kexa.train.recipe import load_recipe
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from speculative import load_prompts  # benchmarks/speculative.py: held-out prompts
 
     trained = KExaone.from_pretrained(args.model).eval()

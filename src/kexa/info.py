@@ -1,4 +1,5 @@
-"""Parameter counts of a K-EXAONE configuration, computed on the meta device (nothing allocated).
+"""`kexa info`: parameter counts of a K-EXAONE configuration, computed on the meta device (nothing
+allocated). It lives outside `model/` because it is a command; the model package stays pure.
 
 Definitions (they reproduce the model card: 236B total, 23B active, 0.52B MTP; docs/architecture.md):
 - total_params: the main network (embedding, 48 layers, final norm, lm_head), MTP excluded;
@@ -10,6 +11,8 @@ Definitions (they reproduce the model card: 236B total, 23B active, 0.52B MTP; d
 
     kexa info --preset k-exaone-236b --json
     kexa info --model path/to/model_dir
+
+An unknown preset or a model folder whose config.json is missing or broken: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
+from .config import ModelConfig
 
 
 def parameter_counts(config: ModelConfig) -> dict[str, int]:
-    from .transformer import KExaone
+    from .model.transformer import KExaone
 
     with torch.device("meta"):
         model = KExaone(config)
@@ -66,10 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     if args.preset:
-        config = ModelConfig.preset(args.preset)
+        config = ModelConfig.preset(args.preset)  # ConfigError (exit 2) names the presets
     else:
-        from .hf import read_config
-        config, _ = read_config(args.model)
+        from .model.hf import read_config
+        if not (args.model / "config.json").is_file():
+            from .cli import UsageError
+            raise UsageError(f"--model {args.model}: no config.json (expected a model folder)")
+        config, _ = read_config(args.model)  # CheckpointError/ConfigError (exit 2) say what is wrong
     counts = parameter_counts(config)
     if args.json:
         print(json.dumps(counts))
