@@ -9,7 +9,7 @@ from kexa import KExaone, ModelConfig
 from kexa.model.hf import CheckpointError
 from kexa.train import checkpoint as ckpt
 from kexa.train.lora import (ALL_TARGETS, LoRAConfig, LoRAError, LoRALinear, apply_lora, has_lora,
-                             load_lora_pretrained, load_lora_state_dict, lora_state_dict, merge_lora,
+                             load_lora_pretrained, load_lora_state_dict, lora_state_dict, merge_lora, mirror_lora,
                              trainable_summary)
 from kexa.train.optim import Muon, OptimConfig, build_optimizers
 
@@ -162,6 +162,23 @@ def test_checkpoint_round_trip_resumes_exactly(tmp_path):
         assert torch.equal(v, resumed.state_dict()[k]), k
     with pytest.raises(CheckpointError, match="lora"):  # a different rank is named, not silently reshaped
         load_lora_pretrained(path / ckpt.MODEL, LoRAConfig(rank=2, alpha=8, targets=cfg.targets))
+
+
+def test_mirror_lora_gives_a_meta_twin_the_same_adapters():
+    """checkpoint.full_states gathers an FSDP2 model into a meta twin: with adapters, the twin must take them."""
+    model = apply_lora(tiny_model(), LoRAConfig(rank=4, alpha=8, targets=["q_proj", "o_proj", "gate_proj"])).eval()
+    perturb_adapters(model)
+    with torch.device("meta"):
+        twin = mirror_lora(model, KExaone(model.config))
+    twin.load_state_dict(model.state_dict(), assign=True)  # strict: same keys, same shapes
+    x = ids(model.config)
+    with torch.no_grad():
+        assert torch.equal(twin.eval()(x).logits, model(x).logits)
+    assert [(n, p.requires_grad) for n, p in twin.named_parameters()] == \
+        [(n, p.requires_grad) for n, p in model.named_parameters()]
+    with torch.device("meta"):
+        plain = mirror_lora(tiny_model(), KExaone(model.config))  # no adapters: a plain twin
+    assert not has_lora(plain) and all(p.requires_grad for p in plain.parameters())
 
 
 def test_adapter_state_dict_round_trip_and_mismatch():

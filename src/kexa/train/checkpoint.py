@@ -38,6 +38,7 @@ from torch import nn
 
 from ..model.hf import CheckpointError, atomic_write, fsync_dir
 from ..model.transformer import KExaone
+from .lora import mirror_lora
 
 MANIFEST, STATE, RECIPE, MODEL = "manifest.json", "train_state.pt", "recipe.json", "model"
 FORMAT = "kexa-train-checkpoint-v1"
@@ -85,8 +86,8 @@ def full_states(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> tu
     optim = [get_optimizer_state_dict(model, opt, options=opts) for opt in optimizers]
     if dist.get_rank() != 0:
         return None, []
-    with torch.device("meta"):  # a storage-less twin; the gathered tensors are assigned
-        plain = KExaone(model.config)
+    with torch.device("meta"):  # a storage-less twin (with the model's LoRA adapters, if any); tensors are assigned
+        plain = mirror_lora(model, KExaone(model.config))
     plain.load_state_dict(weights, assign=True)
     return plain, optim
 
