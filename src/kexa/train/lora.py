@@ -32,7 +32,7 @@ A LoRA run's checkpoint model/ folders therefore hold kexa-named adapter tensors
 weights: `KExaone.from_pretrained` refuses them (unexpected keys), `load_lora_pretrained` reads them.
 `lora_state_dict` / `load_lora_state_dict` move the adapters alone (a small file per run). Under
 torchrun, `checkpoint.full_states` gathers the sharded model into a twin given the same adapters
-(`mirror_lora`); that path is written but not run here (one process; no multi-rank LoRA test yet).
+(`mirror_lora`; tests/test_lora.py runs it on two gloo ranks against one process).
 
     python -c "from kexa import KExaone, ModelConfig; from kexa.train.lora import *; \
 m = apply_lora(KExaone(ModelConfig.preset('tiny')), LoRAConfig()); print(trainable_summary(m))"
