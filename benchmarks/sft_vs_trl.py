@@ -407,8 +407,8 @@ def main() -> None:
             print(f"round {r} {name:4s}: {res['steps']} steps, {res['tokens_per_s']:.0f} tok/s "
                   f"({res['tokens_per_cpu_s']:.0f} per CPU-s), held-out loss {res['heldout_loss']:.4f}", flush=True)
 
-    med = {n: {k: statistics.median(x[k] for x in runs[n]) for k in ("tokens_per_s", "tokens_per_cpu_s", "heldout_loss")}
-           for n in runs}
+    med = {n: {k: statistics.median(x[k] for x in runs[n])
+               for k in ("tokens_per_s", "tokens_per_cpu_s", "heldout_loss")} for n in runs}
     ratio = med["kexa"]["tokens_per_s"] / med["trl"]["tokens_per_s"]
     cpu_ratio = med["kexa"]["tokens_per_cpu_s"] / med["trl"]["tokens_per_cpu_s"]
     gap = (med["kexa"]["heldout_loss"] - med["trl"]["heldout_loss"]) / med["trl"]["heldout_loss"]
@@ -433,8 +433,8 @@ def main() -> None:
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"kexa / TRL tokens/s: {ratio:.2f}x wall, {cpu_ratio:.2f}x per CPU-second (target >= 1.5x); held-out loss kexa {med['kexa']['heldout_loss']:.4f} "
-          f"TRL {med['trl']['heldout_loss']:.4f} (gap {gap:+.2%}, target within 2%; before training {base_loss:.4f})")
+    print(f"kexa / TRL tokens/s: {ratio:.2f}x wall, {cpu_ratio:.2f}x per CPU-second (target >= 1.5x); "
+          f"held-out loss kexa {med['kexa']['heldout_loss']:.4f} TRL {med['trl']['heldout_loss']:.4f} (gap {gap:+.2%}, target within 2%; before training {base_loss:.4f})")
     print(f"wrote {args.json}")
 
 

@@ -1,6 +1,11 @@
-"""LoRA adapters: a no-op at start, gradients only in adapters, merge equality, HF export, checkpoint resume."""
+"""LoRA adapters: a no-op at start, gradients only in adapters, merge equality, HF export, checkpoint resume,
+and the same under FSDP2 on two gloo ranks (this file is also that test's torchrun worker)."""
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +14,7 @@ from kexa import KExaone, ModelConfig
 from kexa.model.hf import CheckpointError
 from kexa.train import checkpoint as ckpt
 from kexa.train.lora import (ALL_TARGETS, LoRAConfig, LoRAError, LoRALinear, apply_lora, has_lora,
-                             load_lora_pretrained, load_lora_state_dict, lora_state_dict, merge_lora,
+                             load_lora_pretrained, load_lora_state_dict, lora_state_dict, merge_lora, mirror_lora,
                              trainable_summary)
 from kexa.train.optim import Muon, OptimConfig, build_optimizers
 
@@ -164,6 +169,23 @@ def test_checkpoint_round_trip_resumes_exactly(tmp_path):
         load_lora_pretrained(path / ckpt.MODEL, LoRAConfig(rank=2, alpha=8, targets=cfg.targets))
 
 
+def test_mirror_lora_gives_a_meta_twin_the_same_adapters():
+    """checkpoint.full_states gathers an FSDP2 model into a meta twin: with adapters, the twin must take them."""
+    model = apply_lora(tiny_model(), LoRAConfig(rank=4, alpha=8, targets=["q_proj", "o_proj", "gate_proj"])).eval()
+    perturb_adapters(model)
+    with torch.device("meta"):
+        twin = mirror_lora(model, KExaone(model.config))
+    twin.load_state_dict(model.state_dict(), assign=True)  # strict: same keys, same shapes
+    x = ids(model.config)
+    with torch.no_grad():
+        assert torch.equal(twin.eval()(x).logits, model(x).logits)
+    assert [(n, p.requires_grad) for n, p in twin.named_parameters()] == \
+        [(n, p.requires_grad) for n, p in model.named_parameters()]
+    with torch.device("meta"):
+        plain = mirror_lora(tiny_model(), KExaone(model.config))  # no adapters: a plain twin
+    assert not has_lora(plain) and all(p.requires_grad for p in plain.parameters())
+
+
 def test_adapter_state_dict_round_trip_and_mismatch():
     cfg = LoRAConfig(rank=4, alpha=8, targets=["q_proj", "up_proj"])
     a = apply_lora(tiny_model(), cfg)
@@ -196,3 +218,77 @@ def test_targets_that_match_nothing_and_double_apply():
     model = apply_lora(tiny_model(), LoRAConfig())
     with pytest.raises(LoRAError, match="already"):
         apply_lora(model, LoRAConfig())
+
+
+# ---------------------------------------------------------------------------------- FSDP2 (torchrun)
+def fsdp_run(out: Path, mesh) -> list[float]:
+    """3 steps of LoRA training on tiny (global batch 4 x 32, rows split over ranks), a checkpoint
+    (under FSDP2: sharded by torch.distributed.checkpoint, adapters included), merge, export."""
+    from kexa.train import dist as D
+    from kexa.train import parallel as P
+    torch.manual_seed(0)
+    model = KExaone(ModelConfig.preset("tiny"))
+    model.init_weights(seed=0)
+    torch.manual_seed(1)  # the adapters' A: the same on every rank and in the single process
+    model = P.parallelize(apply_lora(model, LoRAConfig(rank=4, alpha=8)), mesh)
+    optimizers = build_optimizers(model, OptimConfig(lr=1e-2))
+    rows = slice(D.rank() * 4 // D.world_size(), (D.rank() + 1) * 4 // D.world_size())
+    losses = []
+    for step in range(3):
+        x = ids(model.config, B=4, T=33, seed=100 + step)
+        loss, _ = model.loss(model(x[rows, :-1]), x[rows, 1:])
+        loss.backward()
+        P.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        for o in optimizers:
+            o.step()
+            o.zero_grad(set_to_none=True)
+        losses.append(float(D.all_reduce_mean(loss.detach().clone())))
+    ckpt.save_checkpoint(out / "run", 3, model, optimizers, {}, {})
+    merge_lora(model)
+    if mesh is None:
+        model.save_pretrained(out / "merged")
+    else:
+        P.save_full_pretrained(model, out / "merged")
+    return losses
+
+
+@pytest.mark.dist
+def test_lora_under_fsdp2_matches_one_process(tmp_path):
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
+           str(tmp_path / "dist")]
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            single = fsdp_run(tmp_path / "single", None)  # meanwhile, the one-process reference
+            proc.wait(timeout=400)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, f"torchrun failed:\n{(tmp_path / 'log.txt').read_text()[-6000:]}"
+    dist = json.loads((tmp_path / "dist" / "losses.json").read_text())
+    assert all(abs(a - b) <= 1e-5 * abs(b) for a, b in zip(dist, single)), (dist, single)
+    x = ids(ModelConfig.preset("tiny"))
+    cfg = LoRAConfig(rank=4, alpha=8)
+    step3 = "run/checkpoints/step_00000003"
+    with torch.no_grad():
+        merged = [KExaone.from_pretrained(tmp_path / d / "merged")(x).logits for d in ("dist", "single")]
+        adapted = load_lora_pretrained(tmp_path / "single" / step3 / "model", cfg)(x).logits
+    assert (merged[0] - merged[1]).abs().max() <= 1e-5
+    assert (adapted - merged[1]).abs().max() <= MERGE_TOL
+    # under torchrun the checkpoint is sharded (torch.distributed.checkpoint): the adapters are in it
+    from torch.distributed.checkpoint import FileSystemReader
+    assert ckpt.is_sharded(tmp_path / "dist" / step3)
+    keys = FileSystemReader(tmp_path / "dist" / step3 / ckpt.SHARDS).read_metadata().state_dict_metadata
+    assert any("lora_A" in k for k in keys) and any("lora_B" in k for k in keys)
+
+
+if __name__ == "__main__":  # the torchrun worker of test_lora_under_fsdp2_matches_one_process
+    from kexa.train import parallel as P
+    out = Path(sys.argv[1])
+    mesh = P.init_distributed()
+    losses = fsdp_run(out, mesh)
+    from kexa.train import dist as D
+    if D.is_main():
+        (out / "losses.json").write_text(json.dumps(losses))
+    P.cleanup()

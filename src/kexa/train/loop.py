@@ -215,11 +215,11 @@ def curriculum(recipe: Recipe, sources: dict[str, TokenShards], steps: int) -> C
 def schedule_boundaries(recipe: Recipe, sources: list[str], steps: int) -> dict[str, Any]:
     """The steps at which a run of `steps` optimiser steps changes its learning rate or its data:
     WSD's warmup end and decay start (schedule.py) and the first step of every curriculum stage after
-    the first (loader.Curriculum). All of them scale with train.steps."""
+    the first (loader.Curriculum). All of them scale with train.steps. A stage with its own batch
+    source (no token sources: SFT, RL) has no curriculum, only the schedule."""
     warmup, decay = round(recipe.schedule.warmup * steps), round(recipe.schedule.decay * steps)  # as WSD.factor
-    stages = curriculum(recipe, dict.fromkeys(sources), steps)
-    return {"warmup_end": warmup, "decay_start": steps - decay if decay else None,
-            "stage_starts": [math.ceil(e) for e in stages.ends[:-1]]}
+    starts = [math.ceil(e) for e in curriculum(recipe, dict.fromkeys(sources), steps).ends[:-1]] if sources else []
+    return {"warmup_end": warmup, "decay_start": steps - decay if decay else None, "stage_starts": starts}
 
 
 def schedule_change(recipe: Recipe, sources: list[str], saved_steps: int, allow: bool) -> str | None:
@@ -293,6 +293,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
           extra_eval: Callable[[nn.Module], dict] | None = None, desc: str = "pretrain",
           load_model: Callable[[Path], KExaone] = KExaone.from_pretrained,
           export_model: Callable[[KExaone], KExaone] | None = None,
+          prepare_model: Callable[[KExaone], KExaone] | None = None,
           allow_schedule_change: bool = False) -> TrainResult:
     """Run (or resume) the recipe's optimiser steps in `run_dir`; see the module docstring.
 
@@ -302,6 +303,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     its cadence (a stage's own evaluation, e.g. SFT's task accuracy); desc: the progress bar's label;
     load_model(folder): how a checkpoint's model/ is read on resume (LoRA: with its adapters);
     export_model(model): applied once before RUN/model is written (LoRA: merge the adapters);
+    prepare_model(model): applied to the model built for a sharded (torchrun) resume before its shards
+    are loaded (LoRA: add the adapters, so the checkpoint's adapter shards have somewhere to go);
     allow_schedule_change: resume even if another train.steps moves the WSD / curriculum boundaries
     (`schedule_change`; the old and new boundaries are printed)."""
     run_dir = Path(run_dir)
@@ -332,8 +335,11 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
             print(f"resuming from {resume_from} with a changed schedule (--allow-schedule-change): {moved}",
                   file=sys.stderr, flush=True)
         # a sharded checkpoint is loaded into the parallelized model below (built on meta); a full one here
-        model = build_model(recipe, data, None, meta=mesh is not None) if ckpt.is_sharded(resume_from) else \
-            load_model(resume_from / ckpt.MODEL)
+        if ckpt.is_sharded(resume_from):
+            model = build_model(recipe, data, None, meta=mesh is not None)
+            model = prepare_model(model) if prepare_model is not None else model
+        else:
+            model = load_model(resume_from / ckpt.MODEL)
     elif model is None:
         model = build_model(recipe, data, init_from, meta=mesh is not None and init_from is None)
 

@@ -30,7 +30,9 @@ Usage contract (the SFT stage):
 
 A LoRA run's checkpoint model/ folders therefore hold kexa-named adapter tensors beside the base
 weights: `KExaone.from_pretrained` refuses them (unexpected keys), `load_lora_pretrained` reads them.
-`lora_state_dict` / `load_lora_state_dict` move the adapters alone (a small file per run).
+`lora_state_dict` / `load_lora_state_dict` move the adapters alone (a small file per run). Under
+torchrun, `checkpoint.full_states` gathers the sharded model into a twin given the same adapters
+(`mirror_lora`; tests/test_lora.py runs it on two gloo ranks against one process).
 
     python -c "from kexa import KExaone, ModelConfig; from kexa.train.lora import *; \
 m = apply_lora(KExaone(ModelConfig.preset('tiny')), LoRAConfig()); print(trainable_summary(m))"
@@ -154,6 +156,20 @@ def apply_lora(model: KExaone, cfg: LoRAConfig) -> KExaone:
 
 def has_lora(model: nn.Module) -> bool:
     return any(isinstance(m, LoRALinear) for m in model.modules())
+
+
+def mirror_lora(source: nn.Module, target: KExaone) -> KExaone:
+    """Give `target` (a fresh KExaone of the same config, e.g. a storage-less twin on the meta device) the
+    LoRA layers `source` has, same names, ranks and scaling, so `source`'s state dict loads into it:
+    `checkpoint.full_states` gathers an FSDP2 model into such a twin. A no-op without adapters."""
+    for name, m in source.named_modules():
+        if isinstance(m, LoRALinear):
+            dropout = m.dropout.p if isinstance(m.dropout, nn.Dropout) else 0.0
+            _set_module(target, name, LoRALinear(target.get_submodule(name), m.lora_A.shape[0], m.scaling, dropout))
+    if has_lora(target):
+        for name, p in target.named_parameters():
+            p.requires_grad_(name.rsplit(".", 1)[-1] in ADAPTER_NAMES)
+    return target
 
 
 @torch.no_grad()

@@ -48,7 +48,8 @@ from ..data.sft_pack import (ConversationError, ListSource, PackedConversations,
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from . import checkpoint as ckpt
-from .loop import NonFiniteError, TrainData, TrainResult, build_model, train, world
+from . import dist
+from .loop import NonFiniteError, TrainData, TrainResult, build_model, train
 from .recipe import Recipe, RecipeError, _section, apply_overrides, read_toml, recipe_from_dict
 
 LANGS = ("ko", "en", "es", "de", "ja", "vi")
@@ -263,7 +264,7 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
         parallel.init_distributed(ep_size=sr.recipe.train.ep_size)
     except ValueError as e:
         raise RecipeError(f"train.ep_size: {e}") from e
-    rank, world_size = world()
+    rank, world_size = dist.rank(), dist.world_size()
     data = build_data(sr, tokenizer, rank, world_size)
     if sr.sft.epochs:
         steps = steps_for_epochs(sr, data, tokenizer)
@@ -285,7 +286,7 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
         reports["after"] = report
         return flat_metrics(report)
 
-    model, load_model, export_model = None, KExaone.from_pretrained, None
+    model, load_model, export_model, prepare_model = None, KExaone.from_pretrained, None, None
     if not resume:
         if ckpt.list_checkpoints(run_dir):
             raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --run-dir")
@@ -302,6 +303,7 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
             model = apply_lora(model, sr.lora)
         load_model = lambda path: load_lora_pretrained(path, sr.lora)  # noqa: E731
         export_model = merge_lora
+        prepare_model = lambda m: apply_lora(m, sr.lora)  # noqa: E731  (a sharded resume: adapters, then shards)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -311,7 +313,7 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
                            eval_set=data.eval_set)
     result = train(sr.recipe, run_dir, train_data, resume=resume, model=model, quiet=quiet, on_step=on_step,
                    extra_eval=run_eval if eval_tasks else None, desc="sft", load_model=load_model,
-                   export_model=export_model)
+                   export_model=export_model, prepare_model=prepare_model)
     if rank == 0:
         reports["skipped_conversations"] = data.batches.skipped + data.skipped_rows
         eval_path.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n", "utf-8")
