@@ -341,6 +341,7 @@ class PreferenceBatches:
         self.model = None
         self.draws = 0
         self.pending: dict[str, Any] = {}
+        self.last_groups: list[dict] = []  # the last batch's groups: rendered prompt, G response texts, scores
         self.judged = judge_counts(judges)
 
     def attach(self, model):
@@ -351,7 +352,6 @@ class PreferenceBatches:
     def draw(self, index: int) -> list[tuple[Any, bool]]:
         """The P (prompt row, reasoning mode) of batch `index`: source by weight, then a row / a fresh task problem."""
         rng = random.Random(f"{self.pr.recipe.train.seed}:preference:{index}")
-        names = [s.name for s in self.pr.sources]
         out = []
         for s in rng.choices(self.pr.sources, weights=[s.weight for s in self.pr.sources], k=self.cfg.prompts_per_step):
             pool = self.pools[s.name]
@@ -362,7 +362,6 @@ class PreferenceBatches:
             else:
                 row = rng.choice(pool)
             out.append((row, rng.random() < self.cfg.reasoning_ratio))
-        assert all(r.domain in names for r, _ in out)
         return out
 
     def next_batch(self) -> tuple:
@@ -387,6 +386,8 @@ class PreferenceBatches:
         adv = group_advantages(scores, self.cfg.scale)  # (P, G); zero rows for zero-variance groups
         keep = zero_variance_mask(scores)  # (P,)
         self.pending = self.rollout_metrics(drawn, groups, scores, parts, keep)
+        self.last_groups = [{"prompt": self.tokenizer.decode(prompts[p]), "texts": groups.texts[p * G:(p + 1) * G],
+                             "scores": scores[p].tolist()} for p in range(len(prompts))]  # for inspection, benchmarks
         kept = [p for p in range(len(prompts)) if keep[p]]
         if not kept:  # nothing to learn from: an empty batch (the step takes no gradient and changes nothing)
             empty = torch.zeros(0, 1, dtype=torch.long)
@@ -400,7 +401,8 @@ class PreferenceBatches:
         return x, labels, {"advantages": adv[kept].flatten(), "best": best.flatten(), "worst": worst.flatten()}
 
     def rollout_metrics(self, drawn, groups, scores, parts, keep) -> dict[str, Any]:
-        G = self.cfg.group_size
+        """This batch's numbers for metrics.jsonl: scores per domain (mean, within-group spread), each reward
+        part's mean, skipped (zero-variance) groups, response length, truncation, judge calls."""
         m: dict[str, Any] = {"groups": len(drawn), "skipped_groups": int((~keep).sum()),
                              "skipped_frac": float((~keep).float().mean()), "score_mean": float(scores.mean()),
                              "response_len": sum(map(len, groups.responses)) / len(groups.responses),
@@ -415,7 +417,6 @@ class PreferenceBatches:
         for k, v in now.items():  # this step's judge calls: scored, malformed (unparsable after retries), ...
             m[f"judge/{k}"] = v - self.judged.get(k, 0)
         self.judged = now
-        assert scores.shape == (len(drawn), G)
         return m
 
     def loss(self, model, batch: tuple, mtp_weight: float, balance_coef: float):
