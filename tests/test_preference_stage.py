@@ -96,9 +96,11 @@ def test_stage_logs_every_part_keeps_the_router_frozen_and_evaluates_before_and_
         assert 0 < r["response_len"] <= 6
         if r["skipped_frac"] < 1:
             assert 0 < r["inv_ppl/worst"] <= 1 and 0 < r["inv_ppl/best"] <= 1
-    assert {"eval/rule_score", "eval/reward/template", "eval/accuracy/non_reasoning"} <= set(rows[-1])
+    assert {"eval/rule_score", "eval/reward/template", "eval/accuracy/non_reasoning", "eval/judge_score"} <= set(rows[-1])
+    assert 0 <= rows[-1]["eval/win_rate_vs_input"] <= 1  # the same rubric on the input model's held-out replies
     report = json.loads((run / "preference_eval.json").read_text())
-    assert set(report["before"]["metrics"]) == set(report["after"]["metrics"]) and report["after"]["samples"]
+    assert set(report["before"]["metrics"]) | {"eval/win_rate_vs_input"} == set(report["after"]["metrics"])
+    assert report["after"]["samples"] and len(report["before"]["judge_scores"]) == len(report["after"]["judge_scores"])
     assert "eval/over_refusal" in report["after"]["metrics"]  # the held-out safety set has benign look-alikes
     before, after = KExaone.from_pretrained(start / "model"), KExaone.from_pretrained(run / "model")
     for a, b in zip(routers(before), routers(after)):
@@ -190,6 +192,12 @@ def test_unreachable_judge_and_bad_prompt_file_are_one_clear_line(tmp_path, star
 
 
 # ---------------------------------------------------------------------------- rewards and data
+def test_win_rate_counts_ties_half_and_skips_unscored():
+    from kexa.train.preference import win_rate
+    assert win_rate([0.9, 0.5, 0.1, None], [0.1, 0.5, 0.9, 0.3]) == 0.5
+    assert win_rate([0.9, 0.8], [0.1, None]) == 1.0 and win_rate([None], [0.2]) is None
+
+
 def test_template_task_and_domain_rewards():
     import random
 

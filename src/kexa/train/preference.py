@@ -342,7 +342,6 @@ class PreferenceBatches:
         self.draws = 0
         self.pending: dict[str, Any] = {}
         self.last_groups: list[dict] = []  # the last batch's groups: rendered prompt, G response texts, scores
-        self.judged = judge_counts(judges)
 
     def attach(self, model):
         """The policy that samples the groups (the loop's model; set before the first batch)."""
@@ -381,11 +380,13 @@ class PreferenceBatches:
         groups = sample_groups(self.model, self.tokenizer, prompts, G, params)
         rows = [row for row, _ in drawn for _ in range(G)]
         modes = [mode for _, mode in drawn for _ in range(G)]
+        judged = judge_counts(self.judges)
         totals, parts = score_rows(self.funcs, self.weights, rows, groups.texts, modes)
+        judged = {k: v - judged.get(k, 0) for k, v in judge_counts(self.judges).items()}  # this batch's judge calls
         scores = torch.tensor(totals).view(-1, G)  # (P, G)
         adv = group_advantages(scores, self.cfg.scale)  # (P, G); zero rows for zero-variance groups
         keep = zero_variance_mask(scores)  # (P,)
-        self.pending = self.rollout_metrics(drawn, groups, scores, parts, keep)
+        self.pending = self.rollout_metrics(drawn, groups, scores, parts, keep) | {f"judge/{k}": v for k, v in judged.items()}
         self.last_groups = [{"prompt": self.tokenizer.decode(prompts[p]), "texts": groups.texts[p * G:(p + 1) * G],
                              "scores": scores[p].tolist()} for p in range(len(prompts))]  # for inspection, benchmarks
         kept = [p for p in range(len(prompts)) if keep[p]]
@@ -402,7 +403,7 @@ class PreferenceBatches:
 
     def rollout_metrics(self, drawn, groups, scores, parts, keep) -> dict[str, Any]:
         """This batch's numbers for metrics.jsonl: scores per domain (mean, within-group spread), each reward
-        part's mean, skipped (zero-variance) groups, response length, truncation, judge calls."""
+        part's mean, skipped (zero-variance) groups, response length, truncation."""
         m: dict[str, Any] = {"groups": len(drawn), "skipped_groups": int((~keep).sum()),
                              "skipped_frac": float((~keep).float().mean()), "score_mean": float(scores.mean()),
                              "response_len": sum(map(len, groups.responses)) / len(groups.responses),
@@ -413,10 +414,6 @@ class PreferenceBatches:
             m[f"score_spread/{domain}"] = float(scores[idx].std(dim=1, unbiased=False).mean())  # within-group std
         for name, values in parts.items():
             m[f"reward/{name}"] = _mean(values)
-        now = judge_counts(self.judges)
-        for k, v in now.items():  # this step's judge calls: scored, malformed (unparsable after retries), ...
-            m[f"judge/{k}"] = v - self.judged.get(k, 0)
-        self.judged = now
         return m
 
     def loss(self, model, batch: tuple, mtp_weight: float, balance_coef: float):
@@ -466,10 +463,11 @@ def heldout_rows(pr: PreferenceRecipe, heldout: dict[str, list], pools: dict[str
 
 @torch.no_grad()
 def evaluate_heldout(model, tokenizer, pr: PreferenceRecipe, rows: list, funcs: dict, weights: dict,
-                     tasks: dict[str, Any]) -> dict[str, Any]:
-    """Greedy replies to the held-out prompts scored by the rule rewards (the judge is left out: it is the
-    training signal's noisiest part and the costliest), refusal on harmful / benign safety prompts, and
-    verifiable task accuracy (kexa.eval.tasks_eval) on [preference] eval_tasks. Restores train mode."""
+                     tasks: dict[str, Any], before_judge: list | None = None) -> dict[str, Any]:
+    """Greedy replies to the held-out prompts scored by the rule rewards (the rule score leaves the judge out),
+    refusal on harmful / benign safety prompts, and verifiable task accuracy (kexa.eval.tasks_eval) on
+    [preference] eval_tasks. With a judge: each reply's rubric score, and, given the input model's scores of
+    the same prompts (`before_judge`), the win rate against it. Restores train mode."""
     from ..eval.tasks_eval import evaluate_tasks, flat_metrics
     from ..infer.engine import Engine
     from ..infer.sampling import SamplingParams
@@ -501,6 +499,12 @@ def evaluate_heldout(model, tokenizer, pr: PreferenceRecipe, rows: list, funcs: 
                 refused = [is_refusal(final_answer(t)) for t, r in zip(texts, rows) if r.should_refuse is want]
                 if refused:
                     m[key] = sum(refused) / len(refused)
+            if "judge" in funcs:  # the rubric judge's score per reply: the win rate against the input model
+                judged = funcs["judge"]([r.messages for r in rows], texts, domain=[r.domain for r in rows])
+                report["judge_scores"] = judged
+                m["eval/judge_score"] = _mean(judged)
+                if before_judge is not None:
+                    m["eval/win_rate_vs_input"] = win_rate(judged, before_judge)
             seen = set()
             for r, t, s in zip(rows, texts, totals):
                 if r.domain not in seen:
@@ -515,6 +519,13 @@ def evaluate_heldout(model, tokenizer, pr: PreferenceRecipe, rows: list, funcs: 
         model.train(was_training)
     report["metrics"] = {k: v for k, v in report["metrics"].items() if v is not None}
     return report
+
+
+def win_rate(after: list, before: list) -> float | None:
+    """Share of prompts whose reply now scores above the input model's under the same rubric (ties count
+    half; prompts either judge could not score are left out)."""
+    both = [(a, b) for a, b in zip(after, before) if a is not None and b is not None]
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in both) / len(both) if both else None
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -581,7 +592,8 @@ def preference(pr: PreferenceRecipe, run_dir: str | Path, init_from: str | Path,
         reports = json.loads(eval_path.read_text())
 
     def run_eval(model) -> dict:
-        reports["after"] = evaluate_heldout(model, tokenizer, pr, eval_rows, funcs, weights, eval_tasks)
+        reports["after"] = evaluate_heldout(model, tokenizer, pr, eval_rows, funcs, weights, eval_tasks,
+                                            reports.get("before", {}).get("judge_scores"))
         return reports["after"]["metrics"]
 
     model = None
