@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extend": ("kexa.train.extend", "staged context extension gated by NIAH and short-context loss"),
     "sft": ("kexa.train.sft", "supervised fine-tuning on chat data: reasoning on/off, packed, assistant-only loss, LoRA"),
     "rl": ("kexa.train.rl", "RL with verifiable rewards (AGAPO): batched rollouts, truncated IS, frozen router"),
+    "preference": ("kexa.train.preference", "preference learning (GROUPER): group rollouts, rule + rubric rewards, frozen router"),
     "serve": ("kexa.serve.cli", "OpenAI-compatible HTTP server with continuous batching and a chat page"),
     "agent": ("kexa.agent.cli", "tool-use agent (summarizer, trajectory compressor) and synthetic verifiable environments"),
     "export": ("kexa.train.export", "export a training checkpoint as a servable HF folder (bf16, generation_config)"),

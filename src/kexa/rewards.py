@@ -422,3 +422,79 @@ def judge_reward(judge: "JudgeClient | LocalJudge", concurrency: int = 8) -> Rew
             return [s.score for s in pool.map(lambda qa: judge.score(*qa), pairs)]
     reward.__name__ = f"judge_{judge.rubric.name}"
     return reward
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# preference-stage rewards (issue 17): template compliance, kexa.tasks constraints, per-domain routing
+
+def template_reward(prompts, completions, enable_thinking=None, **columns) -> list[float | None]:
+    """Chat-template compliance as the evaluation measures it (kexa.eval.tasks_eval.score_reply): the completion,
+    special tokens kept, ends with `<|endofturn|>`, has a non-empty think block iff reasoning is on (column
+    `enable_thinking`, default on), parses into an answer or tool call with no stray template tokens, and every
+    `<tool_call>` is JSON. 1.0 or 0.0. Stricter than `format_reward`, which sees only the reasoning layout."""
+    from .eval.tasks_eval import score_reply
+    modes = _column({"enable_thinking": enable_thinking}, "enable_thinking", len(completions))
+    return [float(score_reply(text_of(c), True if m is None else bool(m))["compliant"])
+            for c, m in zip(completions, modes)]
+
+
+def task_reward(prompts, completions, task=None, example=None, **columns) -> list[float | None]:
+    """The verifier of a kexa.tasks problem (instruction constraints of `instruct`, tool calls of `tool`, ...):
+    column `task` names the task, column `example` holds its Example (or the Example's fields as a dict).
+    1.0 / 0.0 as `Task.reward` says; None for rows without a task."""
+    from . import tasks as task_registry
+    from .tasks.base import Example
+    names = _column({"task": task}, "task", len(completions))
+    examples = _column({"example": example}, "example", len(completions))
+    rewards: list[float | None] = []
+    for completion, name, ex in zip(completions, names, examples):
+        if name is None:
+            rewards.append(None)
+            continue
+        if ex is None:
+            raise ValueError(f"task {name!r} row has no `example` column to verify against")
+        ex = Example(**ex) if isinstance(ex, dict) else ex
+        rewards.append(float(task_registry.get(name).reward(ex, text_of(completion))))
+    return rewards
+
+
+def only_domains(fn: RewardFn, domains: Sequence[str]) -> RewardFn:
+    """`fn` on rows whose column `domain` is one of `domains` (all rows when empty); None on the others.
+    E.g. language consistency does not apply to a reply that is only a tool call."""
+    if not domains:
+        return fn
+    keep = set(domains)
+
+    def reward(prompts, completions, domain=None, **columns) -> list[float | None]:
+        where = _column({"domain": domain}, "domain", len(completions))
+        rows = [i for i, d in enumerate(where) if d in keep]
+        out: list[float | None] = [None] * len(completions)
+        if rows:
+            sub = {k: [v[i] for i in rows] if isinstance(v, (list, tuple)) and len(v) == len(completions) else v
+                   for k, v in columns.items()}
+            values = fn([prompts[i] for i in rows], [completions[i] for i in rows],
+                        domain=[where[i] for i in rows], **sub)
+            for i, v in zip(rows, values):
+                out[i] = v
+        return out
+    reward.__name__ = getattr(fn, "__name__", "reward")
+    return reward
+
+
+def rubric_reward(judges: dict[str, "JudgeClient | LocalJudge"], concurrency: int = 8) -> RewardFn:
+    """A judge reward with one rubric per domain: each row (column `domain`) is scored by `judges[domain]`
+    (`judge_reward`); None for domains without a judge and for replies the judge's output did not parse
+    (JudgeClient counts those in its stats["malformed"]; the row's score then rests on the other parts)."""
+    per_domain = {d: judge_reward(j, concurrency) for d, j in judges.items()}
+
+    def reward(prompts, completions, domain=None, **columns) -> list[float | None]:
+        where = _column({"domain": domain}, "domain", len(completions))
+        out: list[float | None] = [None] * len(completions)
+        for d, fn in per_domain.items():
+            rows = [i for i, w in enumerate(where) if w == d]
+            if rows:
+                for i, v in zip(rows, fn([prompts[i] for i in rows], [completions[i] for i in rows])):
+                    out[i] = v
+        return out
+    reward.__name__ = "judge"
+    return reward

@@ -92,6 +92,8 @@ class BatchSource(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
+    # optional: step_metrics() -> dict, merged into the step's metrics line (e.g. the preference stage's rewards)
+
 
 # (model, batch on device, mtp_weight, balance_coef) -> (loss: mean over the batch's target tokens
 # (+ weighted auxiliary terms), parts {"ce", "mtp"?, "balance"?} detached, ModelOutput)
@@ -453,6 +455,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                      "grad_norm": float(grad_norm), "tokens": tokens_seen, "tok_per_s": step_tokens / dt,
                      "step_s": dt, "stage": stage, "skipped": not finite, "target_tokens": int(n_global[0]),
                      **balance_metrics}
+                if hasattr(loader, "step_metrics"):  # a stage's own numbers about this step's batch (rollout rewards)
+                    m |= loader.step_metrics()
                 last = step == tc.steps
                 if last or (tc.eval_every and step % tc.eval_every == 0):
                     if eval_set:
