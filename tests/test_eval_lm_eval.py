@@ -75,7 +75,7 @@ def _evaluate(model, folder, tasks, names):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     args = f"pretrained={folder},dtype=float32"
-    return simple_evaluate(model=model, model_args=args, tasks=names, task_manager=TaskManager(include_path=str(tasks)),
+    return simple_evaluate(model=model, model_args=args, tasks=names, task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
                            log_samples=True, batch_size=1, device="cpu")
 
 

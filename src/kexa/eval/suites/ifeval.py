@@ -256,14 +256,15 @@ INSTRUCTIONS = {
 
 
 def check(instruction_id: str, text: str, kwargs: dict) -> bool:
-    return bool(INSTRUCTIONS[instruction_id][3](text, **kwargs))
+    """IFEval's rule: an empty reply follows no instruction (not even "avoid these words")."""
+    return bool(text.strip()) and bool(INSTRUCTIONS[instruction_id][3](text, **kwargs))
 
 
 def loose_variants(text: str) -> list[str]:
     """IFEval's loose check: the reply, without its first line, last line or both, each also without '*'."""
     lines = text.split("\n")
     base = [text, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
-    return [v for t in base for v in (t, t.replace("*", "")) if v]
+    return [v for t in base for v in (t, t.replace("*", ""))]
 
 
 def pick_instructions(rng: random.Random, base: str) -> list[tuple[str, dict]]:

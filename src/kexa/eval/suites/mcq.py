@@ -31,7 +31,7 @@ GENERATED_TASKS = ("arith", "word", "lookup", "sorting")
 
 # "Answer: B", "answer is (B)", "정답: B", "答え：B", "Respuesta: B", "Antwort: B", "Đáp án: B", "\boxed{B}"
 _ANSWER_WORDS = r"(?:final\s+answer|answer|정답|답|答え|答|respuesta(?:\s+correcta)?|antwort|đáp\s+án|réponse)"
-_LABELLED = re.compile(rf"{_ANSWER_WORDS}\s*(?:is|는|은|:|：|=|es|ist|là)?\s*[:：]?\s*[*_(\[【「]*\s*((?-i:[A-J]))\b(?![a-z'])",
+_LABELLED = re.compile(rf"{_ANSWER_WORDS}\s*(?:is|는|은|:|：|=|es|ist|là)?\s*[:：]?\s*[*_(\[【「]*\s*((?-i:[A-J]))(?![A-Za-z0-9'])",
                        re.I)
 _BOXED = re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*([A-J])\s*\}?\s*\}")
 _ALONE = re.compile(r"^[\s*_(\[]*([A-J])[\s*_)\].:]*$")

@@ -4,8 +4,8 @@ Data: the `.mo` catalogues under /usr/share/locale hold human translations of En
 de, es, ja, vi (the same catalogues the corpus reads, `kexa.data.corpus`). The evaluation set is the
 messages whose msgid falls in `corpus.translation_heldout` (3% by a hash of the msgid); the corpus builder
 skips exactly those in every language, so no pre-training run has seen them. Kept: one-line messages of
-4-40 English words with no format placeholders (%s, {0}, $VAR, <tags>), one translation per msgid (the
-catalogue first in hash order), deterministic. Directions: en -> each language, and ko -> en.
+4-40 English words with no format placeholders (%s, {0}, $VAR, <tags>), whose translation is not also the
+translation of a training msgid, one translation per msgid (the catalogue first in hash order), deterministic. Directions: en -> each language, and ko -> en.
 
 Scoring: corpus-level BLEU and chrF with `sacrebleu` per direction (BLEU tokenizer "char" for ja and ko
 targets, sacrebleu's default "13a" otherwise; chrF is sacrebleu's default chrF2), plus their means over
@@ -36,16 +36,19 @@ def bleu_tokenizer(tgt: str) -> str:
 def heldout_pairs(lang: str) -> tuple[tuple[str, str], ...]:
     """(English msgid, `lang` translation) of the held-out messages, deterministic order."""
     from kexa.data.corpus import _catalogues, _mo_messages, translation_heldout
+    messages = [m for path in _catalogues(lang) for m in _mo_messages(path)]
+    # a held-out translation that is also the translation of a training msgid ("Out of memory" and "Memory
+    # exhausted" share one Korean text) is in the corpus after all: such pairs are dropped
+    in_corpus = {xx.strip() for msgid, xx in messages if not translation_heldout(msgid)}
     seen, out = set(), []
-    for path in _catalogues(lang):
-        for msgid, msgstr in _mo_messages(path):
-            en, xx = msgid.strip(), msgstr.strip()
-            if en in seen or not translation_heldout(msgid) or "\n" in en or "\n" in xx:
-                continue
-            if not 4 <= len(en.split()) <= 40 or _PLACEHOLDER.search(en) or _PLACEHOLDER.search(xx):
-                continue
-            seen.add(en)
-            out.append((en, xx))
+    for msgid, msgstr in messages:
+        en, xx = msgid.strip(), msgstr.strip()
+        if en in seen or not translation_heldout(msgid) or xx in in_corpus or "\n" in en or "\n" in xx:
+            continue
+        if not 4 <= len(en.split()) <= 40 or _PLACEHOLDER.search(en) or _PLACEHOLDER.search(xx):
+            continue
+        seen.add(en)
+        out.append((en, xx))
     return tuple(sorted(out))
 
 
