@@ -146,8 +146,9 @@ class EngineClient(ModelClient):
                 continue
             dt = (time.perf_counter() - t) / len(rows)
             for i, ids, reason in zip(rows, res.token_ids, res.finish_reasons):
-                text = self.tok.decode(ids)
-                parsed = split_reply(text, thinking)
+                text = self.tok.decode(ids)  # special tokens kept: template compliance can be checked on it
+                # reasoning and answer as a server returns them (vLLM's default): special tokens dropped
+                parsed = split_reply(self.tok.decode(ids, skip_special_tokens=True), thinking)
                 replies[i] = Reply(text=text, reasoning=parsed["reasoning_content"], content=parsed["content"],
                                    tool_calls=parsed["tool_calls"] or None, finish_reason=reason, seconds=dt)
         return replies  # type: ignore[return-value]

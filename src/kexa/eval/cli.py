@@ -140,6 +140,7 @@ def run(args, suites: list[str], options: dict) -> dict:
     from ..client import GenParams
     from ..infer.cli import UsageError
     from .harness import parse_modes, run_eval
+    from .suites import build_suite
     try:
         modes = parse_modes(args.mode)
         unknown = [s for s in suites if s not in _suite_names()]
@@ -151,11 +152,12 @@ def run(args, suites: list[str], options: dict) -> dict:
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
         params = GenParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+        built = [build_suite(name, **options.get(name, {})) for name in suites]  # data errors before loading a model
         client = make_client(args)
         if args.endpoint:
             client.name  # noqa: B018 — fail now, with one line, when the endpoint cannot be reached
         progress = (lambda m: print(m, file=sys.stderr)) if args.json else print
-        return run_eval(client, suites, modes, args.out, limit=args.limit, params=params, suite_options=options,
+        return run_eval(client, built, modes, args.out, limit=args.limit, params=params, suite_options=options,
                         chunk=args.batch_size, max_tokens=args.max_tokens, progress=progress)
     except (ValueError, OSError) as e:
         raise UsageError(str(e)) from e

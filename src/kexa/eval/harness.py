@@ -61,8 +61,16 @@ def read_records(path: Path) -> dict[str, dict]:
 
 
 def append_records(path: Path, records: list[dict]) -> None:
-    """Append and fsync: what returns from here survives a crash."""
+    """Append and fsync: what returns from here survives a crash. A torn last line (a crash mid-write) is
+    closed with a newline first, so it cannot swallow the next record."""
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
     with open(path, "a", encoding="utf-8") as f:
+        if torn:
+            f.write("\n")
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         f.flush()
@@ -120,18 +128,19 @@ def summarize(suite, records: list[dict], out_dir: Path, mode: str) -> dict[str,
     return {**metrics, "n": len(scored), "errors": len(records) - len(scored)}
 
 
-def run_eval(client: ModelClient, suite_names: list[str], modes: list[str], out_dir: str | Path,
+def run_eval(client: ModelClient, suite_names: list, modes: list[str], out_dir: str | Path,
              limit: int | None = None, params: GenParams | None = None, suite_options: dict | None = None,
              chunk: int = 8, max_tokens: int | None = None, progress: Callable[[str], None] = print) -> dict:
-    """Run every suite in every mode; write results.json, results.md and the per-item files; return the result.
+    """Run every suite (a name, or a built Suite) in every mode; write results.json, results.md and the per-item files; return the result.
     Each suite generates up to its own `max_tokens` (reasoning needs room) unless `max_tokens` overrides it."""
     from .suites import build_suite
     out = Path(out_dir)
     (out / "items").mkdir(parents=True, exist_ok=True)
     params = params or GenParams()
-    suites = [build_suite(name, **(suite_options or {}).get(name, {})) for name in suite_names]  # errors before work
+    suites = [build_suite(name, **(suite_options or {}).get(name, {})) if isinstance(name, str) else name
+              for name in suite_names]  # bad options fail here, before any work
     result: dict = {"suites": {}, "settings": {
-        "target": client.describe(), "suites": suite_names, "modes": modes, "limit": limit,
+        "target": client.describe(), "suites": [x.name for x in suites], "modes": modes, "limit": limit,
         **{k: v for k, v in asdict(params).items() if k not in ("speculative", "max_tokens")}, "mtp": params.speculative > 0,
         "max_tokens_by_suite": {}, "suite_settings": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
     per_mode: dict[str, dict[str, dict]] = {}
