@@ -131,8 +131,8 @@ def summarize(suite, records: list[dict], out_dir: Path, mode: str) -> dict[str,
 def run_eval(client: ModelClient, suite_names: list, modes: list[str], out_dir: str | Path,
              limit: int | None = None, params: GenParams | None = None, suite_options: dict | None = None,
              chunk: int = 8, max_tokens: int | None = None, progress: Callable[[str], None] = print) -> dict:
-    """Run every suite (a name, or a built Suite) in every mode; write results.json, results.md and the per-item files; return the result.
-    Each suite generates up to its own `max_tokens` (reasoning needs room) unless `max_tokens` overrides it."""
+    """Run every suite (a name, or a built Suite) in every mode; write results.json, results.md and the
+    per-item files; return the result. Each suite generates up to its own `max_tokens` (reasoning needs room) unless `max_tokens` overrides it."""
     from .suites import build_suite
     out = Path(out_dir)
     (out / "items").mkdir(parents=True, exist_ok=True)

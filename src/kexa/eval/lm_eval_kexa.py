@@ -22,9 +22,13 @@ exported tiny model (same accuracy, log-likelihoods within 1e-4 in fp32).
 
 from __future__ import annotations
 
+import logging
+
 import lm_eval.models  # noqa: F401 — fills the registry with lm-eval's own models first (it loads them lazily
 from lm_eval.api.model import TemplateLM  # only while the registry is empty, which registering "kexa" would end)
 from lm_eval.api.registry import register_model
+
+log = logging.getLogger(__name__)
 
 
 def _bool(v) -> bool:
@@ -36,7 +40,13 @@ class KexaLM(TemplateLM):
     def __init__(self, pretrained: str, dtype: str = "float32", device: str = "cpu", max_length: int | None = None,
                  enable_thinking=True, add_bos_token=False, batch_size=1, **kwargs):
         super().__init__()
+        import torch
+
         from kexa.client import EngineClient
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line passes device="cuda" unless told otherwise; its hf backend also falls back
+            log.warning("kexa lm-eval model: device %r requested but CUDA is not available; using cpu", device)
+            device = "cpu"
         self.client = EngineClient.from_folder(pretrained, dtype=dtype, device=device)
         self.kexa_tokenizer = self.client.tok
         self.pretrained = str(pretrained)

@@ -5,7 +5,8 @@ de, es, ja, vi (the same catalogues the corpus reads, `kexa.data.corpus`). The e
 messages whose msgid falls in `corpus.translation_heldout` (3% by a hash of the msgid); the corpus builder
 skips exactly those in every language, so no pre-training run has seen them. Kept: one-line messages of
 4-40 English words with no format placeholders (%s, {0}, $VAR, <tags>), whose translation is not also the
-translation of a training msgid, one translation per msgid (the catalogue first in hash order), deterministic. Directions: en -> each language, and ko -> en.
+translation of a training msgid, one translation per msgid (the catalogue first in hash order),
+deterministic. Directions: en -> each language, and ko -> en.
 
 Scoring: corpus-level BLEU and chrF with `sacrebleu` per direction (BLEU tokenizer "char" for ja and ko
 targets, sacrebleu's default "13a" otherwise; chrF is sacrebleu's default chrF2), plus their means over
