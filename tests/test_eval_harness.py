@@ -225,3 +225,16 @@ def test_endpoint_client_equals_engine_client(model_folder):
             assert x == pytest.approx(y, abs=1e-3) and gx == gy
     finally:
         live.close()
+
+
+def test_stages_table(tmp_path):
+    from kexa.eval.harness import stages_table
+    answers = _oracle(6)
+    wrong = {k: "\\boxed{12345}" for k in answers}
+    results = {"sft": run_eval(OracleClient(answers), ["math"], ["reasoning", "plain"], tmp_path / "a", limit=6,
+                               progress=lambda m: None),
+               "base": run_eval(OracleClient(wrong), ["math"], ["reasoning"], tmp_path / "b", limit=6,
+                                progress=lambda m: None)}
+    table = stages_table(results)
+    assert "| suite | metric | sft reasoning | sft plain | base reasoning | base plain |" in table
+    assert "| math | accuracy | 0.6667 | 0.6667 | 0.0000 | - |" in table

@@ -33,6 +33,7 @@ WORDS = ["river", "garden", "window", "music", "market", "planet", "letter", "br
          "engine", "forest", "island", "pencil", "travel"]
 PHRASES = ["Is there anything else I can help with?", "Let me know if you have additional questions.",
            "That is all."]
+_ONLY = re.compile(r"\s*Give only the final result\.")
 RELATIONS = {"at least": lambda a, n: a >= n, "less than": lambda a, n: a < n}
 
 
@@ -312,7 +313,8 @@ class IFEval(Suite):
         out = []
         for k in range(self.n if limit is None else min(limit, self.n)):
             task = kexa.tasks.get(BASE_TASKS[k % len(BASE_TASKS)])
-            base = task.sample(rng, lang="en", split="heldout").messages[-1]["content"]
+            # "Give only the final result." would contradict length and format instructions: dropped
+            base = _ONLY.sub("", task.sample(rng, lang="en", split="heldout").messages[-1]["content"]).strip()
             chosen = pick_instructions(rng, base)
             prompt = base + " " + " ".join(describe(i, kw) for i, kw in chosen)
             out.append({"id": str(k), "base": base, "instruction_id_list": [i for i, _ in chosen],
