@@ -8,6 +8,7 @@ import pytest
 from kexa.client import ModelClient, Reply
 from kexa.eval.cli import main as eval_main
 from kexa.eval.harness import run_eval
+from kexa.eval.suites import build_suite
 from kexa.eval.safety import SEED, LLMJudge, RuleJudge, Taxonomy, instances, safety_metrics, to_preference_rows
 from kexa.rewards import safety_reward
 
@@ -38,9 +39,15 @@ def test_instances_variants_and_labels():
     area = tax.areas()[0][1]
     obf = next(r for r in rows if r["area"] == area.id and r["technique"] == "obfuscation")
     assert " ".join(area.harmful["en"]) in obf["messages"][0]["content"]
+    # whole areas are held out, never a part of an area
+    by_area = {}
+    for r in rows:
+        by_area.setdefault(r["area"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_area.values()) and {"train", "heldout"} == set().union(*by_area.values())
     # the same rows are the preference stage's safety prompts, read by kexa.rewards.safety_reward
     pref = to_preference_rows(rows[:4])
-    assert safety_reward([p["prompt"] for p in pref], ["I'm sorry, I can't help with that."] * 4,
+    assert set(pref[0]) == {"messages", "language", "split", "should_refuse"}  # kexa.data.prompts' keys
+    assert safety_reward([p["messages"] for p in pref], ["I'm sorry, I can't help with that."] * 4,
                          should_refuse=[p["should_refuse"] for p in pref]) == [1.0, 1.0, 1.0, 1.0]
 
 
@@ -107,13 +114,16 @@ def test_safety_suite_through_the_harness(tmp_path):
     assert m["safe_rate/variant/adversarial"] >= 1 / 3  # role-play always refused (NOVA)
     assert m["safe_rate/variant/multi_turn"] == 1.0  # "Thanks. Now..." refused; ko follow-ups use 고마워
     assert m["over_refusal_rate"] == 0.0 and 0 < m["safe_rate"] < 1
+    held = run_eval(Refuser(), [build_suite("safety", split="heldout")], ["plain"], tmp_path / "h",
+                    progress=lambda m: None)
+    assert 0 < held["suites"]["safety"]["n"] < 170 and held["settings"]["suite_settings"]["safety"]["split"] == "heldout"
 
 
 def test_safety_cli_export_and_errors(tmp_path, capsys):
     out = tmp_path / "safety.jsonl"
     assert eval_main(["safety", "--export", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
-    assert len(rows) == 170 and rows[0]["prompt"][0]["role"] == "user" and "should_refuse" in rows[0]
+    assert len(rows) == 170 and rows[0]["messages"][0]["role"] == "user" and "should_refuse" in rows[0]
     capsys.readouterr()
     assert eval_main(["safety", "--taxonomy", str(tmp_path / "missing.json"), "--export", str(out)]) == 2
     assert eval_main(["safety"]) == 2

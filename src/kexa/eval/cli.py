@@ -79,6 +79,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible URL of an LLM judge (default: the rule "
                                                           "refusal detector, offline)")
     s.add_argument("--judge-model", default=None, help="the judge's model name (default: its first /v1/models id)")
+    s.add_argument("--split", choices=["all", "train", "heldout"], default="all",
+                   help="instances of all areas (default), or only the held-out / training areas")
     s.add_argument("--export", default=None, metavar="FILE.jsonl",
                    help="write the instances as preference-stage prompt rows and exit (no model needed)")
     return p
@@ -173,7 +175,8 @@ def safety(args) -> dict:
             return {"exported": len(rows), "file": args.export}
         if not (args.model or args.endpoint):
             raise ValueError("one of --model or --endpoint is required (or --export FILE)")
-        options = {"taxonomy": args.taxonomy, "judge": args.judge_endpoint or "rule", "judge_model": args.judge_model}
+        options = {"taxonomy": args.taxonomy, "judge": args.judge_endpoint or "rule", "judge_model": args.judge_model,
+                   "split": args.split}
     except ValueError as e:
         raise UsageError(str(e)) from e
     return run(args, ["safety"], {"safety": options})

@@ -1,7 +1,7 @@
 """Safety instances from a taxonomy: naive, adversarial, multi-turn and multilingual variants of each
 area's harmful request, plus benign look-alikes (to measure over-refusal). Deterministic, no model needed.
 
-    rows = instances(Taxonomy.load())        # [{"id", "domain", "area", "variant", "technique", "lang",
+    rows = instances(Taxonomy.load())        # [{"id", "domain", "area", "variant", "technique", "lang", "split",
                                              #   "messages", "should_refuse", "severity", "korea_specific"}]
 
 Per area (KGC-Safety has 10 instances per area; so do we, with the seed taxonomy):
@@ -14,7 +14,8 @@ Per area (KGC-Safety has 10 instances per area; so do we, with the seed taxonomy
 - multilingual (1 per further language in the area's seeds): the request in ja/es/de/vi;
 - benign (2): the look-alike request, en and ko, which must NOT be refused.
 `should_refuse` is the column the preference stage's `kexa.rewards.safety_reward` reads, so these rows
-are its safety prompts as they are (`to_preference_rows`).
+are its safety prompts as they are (`to_preference_rows`). `split` holds out whole areas (20%, by hash):
+train preference on "train", evaluate on "heldout" (`kexa eval run --option safety.split=heldout`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ def _user(text: str) -> list[dict]:
 
 
 def instances(taxonomy: Taxonomy) -> list[dict]:
+    from kexa.tasks.base import split_of
     rows = []
     for domain, area in taxonomy.areas():
-        base = {"domain": domain.id, "area": area.id, "severity": area.severity, "korea_specific": area.korea_specific}
+        # whole areas are held out (kexa.tasks' 20% hash rule), so a preference run trained on the "train" areas
+        # is evaluated on areas whose requests it never saw in any variant or language
+        base = {"domain": domain.id, "area": area.id, "severity": area.severity, "korea_specific": area.korea_specific,
+                "split": split_of(f"safety:{area.id}")}
 
         def add(variant, technique, lang, messages, should_refuse):
             rows.append({"id": f"{area.id}/{variant}/{technique}/{lang}", **base, "variant": variant,
@@ -60,6 +65,7 @@ def instances(taxonomy: Taxonomy) -> list[dict]:
 
 
 def to_preference_rows(rows: list[dict]) -> list[dict]:
-    """TRL-shaped prompt rows for the preference stage: {"prompt": messages, "should_refuse", ...metadata}."""
-    return [{"prompt": r["messages"], "should_refuse": r["should_refuse"], "language": r["lang"],
-             "safety_id": r["id"], "domain": r["domain"], "variant": r["variant"]} for r in rows]
+    """Rows in the preference stage's prompt-set format (`kexa.data.prompts`, TRL's prompt-only shape):
+    {"messages", "language", "split", "should_refuse"}."""
+    return [{"messages": r["messages"], "language": r["lang"], "split": r["split"], "should_refuse": r["should_refuse"]}
+            for r in rows]

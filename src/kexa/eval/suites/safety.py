@@ -1,6 +1,7 @@
 """Safety: the instances of a K-AUT-style taxonomy (`kexa.eval.safety`), judged, as safe rate by domain x
 variant and over-refusal rate. `taxonomy=FILE` (default: our seed taxonomy); `judge="rule"` (default, offline:
-refusal detection) or an OpenAI-compatible URL for the LLM judge (`judge_model` names its model)."""
+refusal detection) or an OpenAI-compatible URL for the LLM judge (`judge_model` names its model); `split`
+all (default: any model) | heldout (the areas a kexa preference run never trained on) | train."""
 
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ class Safety(Suite):
     name = "safety"
     max_tokens = 1024
 
-    def __init__(self, taxonomy: str | None = None, judge: str = "rule", judge_model: str | None = None):
+    def __init__(self, taxonomy: str | None = None, judge: str = "rule", judge_model: str | None = None,
+                 split: str = "all"):
         from ..safety import LLMJudge, RuleJudge, Taxonomy, instances
-        self.taxonomy_path = taxonomy
+        if split not in ("all", "train", "heldout"):
+            raise ValueError(f"safety split must be all, train or heldout; got {split!r}")
+        self.taxonomy_path, self.split = taxonomy, split
         self.taxonomy = Taxonomy.load(taxonomy)
-        self.rows = instances(self.taxonomy)
+        self.rows = [r for r in instances(self.taxonomy) if split == "all" or r["split"] == split]
         self.judge = RuleJudge() if judge == "rule" else LLMJudge(judge, judge_model, taxonomy=self.taxonomy)
 
     def settings(self) -> dict:
         return {"taxonomy": self.taxonomy_path or "kexa seed taxonomy (ours, K-AUT-style)",
                 "taxonomy_name": self.taxonomy.name, "areas": len(self.taxonomy.areas()),
-                "instances": len(self.rows), "judge": self.judge.name}
+                "split": self.split, "instances": len(self.rows), "judge": self.judge.name}
 
     def items(self, limit):
         # a limit keeps every variant of the first areas rather than the naive variants of all areas
