@@ -90,9 +90,11 @@ def run_suite(client: ModelClient, suite, mode: str, items: list[dict], path: Pa
         batch = todo[start:start + chunk]
         if suite.kind == "loglikelihood":
             replies = [_loglikelihood_reply(client, it["pairs"]) for it in batch]
+        elif any(it.get("tools") for it in batch):  # tool declarations are per conversation: one call each
+            replies = [client.chat([it["messages"]], params, thinking=MODES[mode], tools=it.get("tools"))[0]
+                       for it in batch]
         else:
-            replies = client.chat([it["messages"] for it in batch], params, thinking=MODES[mode],
-                                  tools=batch[0].get("tools"))
+            replies = client.chat([it["messages"] for it in batch], params, thinking=MODES[mode])
         ok = [(it, r) for it, r in zip(batch, replies) if r.error is None]
         scores = iter(suite.score([it for it, _ in ok], [r for _, r in ok]) if ok else [])
         records = []
