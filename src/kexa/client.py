@@ -100,12 +100,14 @@ class EngineClient(ModelClient):
         self.engine = Engine(model)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, dtype: str = "float32", device: str = "cpu", batch_size: int = 8):
+    def from_folder(cls, folder: str | Path, dtype: str = "float32", device: str = "cpu", batch_size: int = 8,
+                    tokenizer: str | Path | None = None):
         """Load through `kexa.infer.cli.load` (every bad folder is one UsageError line)."""
         from types import SimpleNamespace
 
         from .infer.cli import load
-        model, tok, _ = load(SimpleNamespace(model=str(folder), tokenizer=None, dtype=dtype, device=device))
+        model, tok, _ = load(SimpleNamespace(model=str(folder), tokenizer=tokenizer and str(tokenizer), dtype=dtype,
+                                             device=device))
         return cls(model, tok, name=Path(folder).name, batch_size=batch_size)
 
     def describe(self) -> dict:

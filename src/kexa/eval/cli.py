@@ -96,6 +96,8 @@ def _target_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     target.add_argument("--model", help="a kexa model folder, evaluated in this process")
     target.add_argument("--endpoint", help="an OpenAI-compatible base URL (kexa serve, vLLM): http://host:8000/v1")
     p.add_argument("--served-model", default=None, help="the endpoint's model name (default: its first model)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder: --model's if not beside it; with --endpoint, "
+                                                     "makes log-likelihood suites score exact token ids")
     p.add_argument("--api-key", default="EMPTY")
     p.add_argument("--mode", default="reasoning", help="reasoning | plain | both (default: reasoning)")
     p.add_argument("--limit", type=int, default=None, help="items per suite (default: all)")
@@ -117,9 +119,16 @@ def make_client(args):
     """The ModelClient of --model or --endpoint (the tokenizer of --model is also used for endpoint log-likelihoods)."""
     from ..client import EndpointClient, EngineClient
     if args.model:
-        return EngineClient.from_folder(args.model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
+        return EngineClient.from_folder(args.model, dtype=args.dtype, device=args.device, batch_size=args.batch_size,
+                                        tokenizer=args.tokenizer)
+    tok = None
+    if args.tokenizer:
+        from ..tokenizer import Tokenizer
+        if not (Path(args.tokenizer) / "tokenizer.json").exists():
+            raise ValueError(f"--tokenizer {args.tokenizer}: no tokenizer.json there")
+        tok = Tokenizer.from_pretrained(args.tokenizer)
     return EndpointClient(args.endpoint, model=args.served_model, api_key=args.api_key, timeout_s=args.timeout,
-                          retries=args.retries, concurrency=args.concurrency)
+                          retries=args.retries, concurrency=args.concurrency, tokenizer=tok)
 
 
 def _suite_options(data: list[str], options: list[str]) -> dict:
