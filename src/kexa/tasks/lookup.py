@@ -2,7 +2,7 @@
 
 The context is a list of `key<sep>value` lines (keys are pronounceable nonce words, values distinct
 three-digit numbers); the question asks for one key's value. Tiers set the number of pairs
-(`PAIRS`: 8, 32, 128, 1024 — the last is a context of ~10K tokens);
+(`PAIRS`: 8, 32, 128, 1024 — the last a context of ~12K characters);
 `Lookup(pairs={1: 4096}, name="lookup_4k")` builds a variant with longer contexts
 (`kexa.tasks.register` adds it). Problem identity is the asked key: a held-out key never appears in a
 training context at all (every key of a context is drawn from the asked key's split).
