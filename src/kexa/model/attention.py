@@ -16,6 +16,13 @@ with k, v of shape (B, Hkv, T, D) (keys already rotated on sliding layers), and 
 k_all/v_all under `mask` (bool, broadcastable to (B, 1, T, Tk); True = visible; None = all visible).
 The cache owns positions, ragged lengths and ring buffers; the model stays free of inference logic.
 
+Document masking (packed SFT rows): `document_masks(document_ids, window)` turns per-token document
+ids (B, T) into the two boolean masks (B, 1, T, T) a packed row needs — global: causal and the same
+document; sliding: that and the window — built once per forward and handed to every layer. A token
+then attends exactly as if its document ran alone (RoPE positions restart per document, see
+transformer.py). The masks are dense O(T^2): SFT rows are a few thousand tokens; the mask-free paths
+above stay the default for pre-training.
+
 Shape legend: B batch, T query tokens, S keys, H query heads, K kv heads, D head_dim, C hidden.
 """
 
@@ -35,6 +42,17 @@ def sliding_window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -
     """(Tq, Tk) bool: key j visible from query i iff i - window < j <= i."""
     diff = q_pos[:, None] - k_pos[None, :]
     return (diff >= 0) & (diff < window)
+
+
+def document_masks(document_ids: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """document_ids (B, T) -> (global, sliding) bool masks (B, 1, T, T); True = visible.
+    Query i sees key j iff j <= i and both belong to the same document (and, sliding, i - j < window)."""
+    T = document_ids.shape[1]
+    pos = torch.arange(T, device=document_ids.device)
+    same_doc = document_ids[:, :, None] == document_ids[:, None, :]  # (B, T, T)
+    causal = pos[:, None] >= pos[None, :]  # (T, T)
+    full = (same_doc & causal)[:, None]  # (B, 1, T, T)
+    return full, full & sliding_window_mask(pos, pos, window)
 
 
 def sliding_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
@@ -68,7 +86,9 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache=None,
+                doc_masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C); doc_masks: document_masks(...) of a packed row (no cache then)."""
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
         k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv, self.head_dim)).transpose(1, 2)  # (B, K, T, D)
@@ -80,6 +100,9 @@ class Attention(nn.Module):
         gqa = self.n_heads != self.n_kv
         if cache is not None:
             k, v, mask = cache.update(self.layer_idx, k, v)  # (B, K, S, D), mask (B|1, 1, T, S) or None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        elif doc_masks is not None:  # packed documents: causal within each document only
+            mask = doc_masks[1] if self.sliding else doc_masks[0]  # (B, 1, T, T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         elif self.sliding and T > self.window:
             y = sliding_attention(q, k, v, self.window)

@@ -33,8 +33,8 @@ class MTPBlock(nn.Module):
         self.layers = nn.ModuleList([layer_cls(config, config.num_hidden_layers, sliding=sliding, moe=False)])
         self.norm = RMSNorm(C, config.rms_norm_eps)
 
-    def forward(self, hidden: torch.Tensor, next_embeds: torch.Tensor, rope, cache=None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, next_embeds: torch.Tensor, rope, cache=None, doc_masks=None) -> torch.Tensor:
         """hidden, next_embeds (B, T, C) -> MTP hidden state after its final norm (B, T, C)."""
         u = self.fc(torch.cat([self.pre_fc_norm_embedding(next_embeds), self.pre_fc_norm_hidden(hidden)], dim=-1))
-        u, _, _ = self.layers[0](u, rope, cache)
+        u, _, _ = self.layers[0](u, rope, cache, doc_masks=doc_masks)
         return self.norm(u)

@@ -5,6 +5,10 @@
                      x = h + MLP(post_attention_layernorm(h))   (SwiGLU on dense layers, MoE otherwise)
     logits = lm_head(norm(x));   mtp_logits = MTP(norm(x)[:, :-1], ids[:, 1:])
 
+Packed rows (SFT): `document_ids` (B, T) marks which document each token belongs to; attention
+never crosses documents and RoPE positions restart at 0 in each document (unless `position_ids` are
+given), so every document is computed as if it ran alone (tests/test_sft_pack.py pins this).
+
 Module and parameter names are those of HF `ExaoneMoeForCausalLM` (plus `mtp.*` as in the official
 checkpoint), so the HF adapter in `hf.py` only renames the router bias and (un)fuses experts.
 
@@ -26,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
-from .attention import Attention
+from .attention import Attention, document_masks
 from .layers import RMSNorm, SwiGLU, rope_cos_sin
 from .moe import MoE, Experts, Router
 from .mtp import MTPBlock
@@ -49,8 +53,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MoE(config) if moe else SwiGLU(config.hidden_size, config.intermediate_size)
 
-    def forward(self, x: torch.Tensor, rope, cache=None, with_balance: bool = False):
-        x = x + self.self_attn(self.input_layernorm(x), rope, cache)
+    def forward(self, x: torch.Tensor, rope, cache=None, with_balance: bool = False, doc_masks=None):
+        x = x + self.self_attn(self.input_layernorm(x), rope, cache, doc_masks)
         h = self.post_attention_layernorm(x)
         if isinstance(self.mlp, MoE):
             out, loads, balance = self.mlp(h, with_balance)
@@ -124,10 +128,11 @@ class KExaone(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, cache=None,
                 num_logits_to_keep: int = 0, compute_mtp: bool | None = None,
-                return_hidden: bool = False) -> ModelOutput:
+                return_hidden: bool = False, document_ids: torch.Tensor | None = None) -> ModelOutput:
         """input_ids (B, T) -> ModelOutput. `cache` follows the protocol in attention.py;
-        `position_ids` (B, T) default to 0..T-1; MTP logits are computed by default when the
-        model has an MTP block and no cache is used."""
+        `position_ids` (B, T) default to 0..T-1 (with `document_ids`: 0.. within each document);
+        `document_ids` (B, T) confine attention to each packed document (not with a cache).
+        MTP logits are computed by default when the model has an MTP block and no cache is used."""
         cfg = self.config
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
@@ -140,6 +145,15 @@ class KExaone(nn.Module):
             lo, hi = int(input_ids.min()), int(input_ids.max())
             if lo < 0 or hi >= cfg.vocab_size:
                 raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got min {lo} max {hi}")
+        doc_masks = None
+        if document_ids is not None:
+            if cache is not None:
+                raise ValueError("document_ids (packed training rows) cannot be combined with a KV cache")
+            if document_ids.shape != input_ids.shape:
+                raise ValueError(f"document_ids shape {tuple(document_ids.shape)} != input_ids {tuple(input_ids.shape)}")
+            doc_masks = document_masks(document_ids, cfg.sliding_window)  # 2 x (B, 1, T, T)
+            if position_ids is None:
+                position_ids = positions_in_documents(document_ids)
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
 
@@ -149,9 +163,9 @@ class KExaone(nn.Module):
         loads, balances = [], []
         for layer in self.model.layers:
             if self.activation_checkpointing and self.training and cache is None:
-                x, load, bal = checkpoint(layer, x, rope, None, with_balance, use_reentrant=False)
+                x, load, bal = checkpoint(layer, x, rope, None, with_balance, doc_masks, use_reentrant=False)
             else:
-                x, load, bal = layer(x, rope, cache, with_balance)
+                x, load, bal = layer(x, rope, cache, with_balance, doc_masks)
             if load is not None:
                 loads.append(load)
                 if bal is not None:
@@ -163,14 +177,17 @@ class KExaone(nn.Module):
         if compute_mtp is None:
             compute_mtp = self.mtp is not None and cache is None
         if compute_mtp and T > 1:
-            mtp_logits, _ = self.mtp_forward(h[:, :-1], input_ids[:, 1:], position_ids[:, :-1])
+            # MTP position t pairs h_t with token t+1; it attends within h_t's document (its target, token
+            # t+2, is masked by the data when it lies in the next document)
+            mtp_doc = None if document_ids is None else document_ids[:, :-1]
+            mtp_logits, _ = self.mtp_forward(h[:, :-1], input_ids[:, 1:], position_ids[:, :-1], document_ids=mtp_doc)
         return ModelOutput(
             logits=logits, mtp_logits=mtp_logits, hidden_states=h if return_hidden else None,
             expert_loads=torch.stack(loads) if loads else None,
             balance_loss=torch.stack(balances).sum() if balances else None)
 
     def mtp_forward(self, hidden: torch.Tensor, next_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                    cache=None) -> tuple[torch.Tensor, torch.Tensor]:
+                    cache=None, document_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One MTP step. hidden (B, T, C) = main (or previous MTP) normed hidden at positions t;
         next_ids (B, T) = tokens t+1. Returns logits for tokens t+2 (B, T, V) and the MTP hidden."""
         if self.mtp is None:
@@ -179,7 +196,8 @@ class KExaone(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(T, device=next_ids.device).expand(B, T)
         rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, hidden.dtype)
-        u = self.mtp(hidden, self.model.embed_tokens(next_ids), rope, cache)
+        doc_masks = None if document_ids is None else document_masks(document_ids, self.config.sliding_window)
+        u = self.mtp(hidden, self.model.embed_tokens(next_ids), rope, cache, doc_masks)
         return self.lm_head(u), u
 
     # ------------------------------------------------------------------ loss
@@ -209,6 +227,16 @@ class KExaone(nn.Module):
         """Write config.json + safetensors in the official layout (per_expert=False: fused 3-D experts)."""
         from .hf import save_pretrained
         save_pretrained(self, path, max_shard_bytes=max_shard_bytes, per_expert=per_expert)
+
+
+def positions_in_documents(document_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) document ids (equal ids are contiguous) -> (B, T) position of each token within its document."""
+    B, T = document_ids.shape
+    idx = torch.arange(T, device=document_ids.device).expand(B, T)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]  # a token that opens a document
+    start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values  # (B, T) its document's start
+    return idx - start_idx
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

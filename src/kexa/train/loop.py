@@ -17,6 +17,19 @@ Stages reuse `train()`: pre-training calls it with the recipe's data; context ex
 Data arrives as a `TrainData` (token sources and an optional tokenizer), so callers that build
 their own shards (tests, benchmarks, later stages) skip `prepare.py`.
 
+The stage seam (SFT today; RL and preference next): a stage that is not "packed token shards +
+next-token CE" hands the loop
+  - `TrainData.batches`: its own BatchSource (`next_batch()`, `state_dict()`, `load_state_dict()`,
+    `stage`); a batch is `(input_ids, labels)` or `(input_ids, labels, inputs)` where `inputs` is a
+    dict of extra model-forward tensors (e.g. `document_ids` of packed conversations);
+    `TrainData.eval_set`: its held-out batches `(name, input_ids, labels[, inputs])`;
+  - `train(loss=...)`: a StepLoss `(model, batch, mtp_weight, balance_coef) -> (loss, parts, out)`
+    whose loss is a mean over the batch's target tokens (labels != -100), like `model_loss`;
+  - `train(extra_eval=...)`: its own evaluation, run with the held-out loss (train.eval_every, last step);
+  - the frozen router through `[balance] freeze_router` (BiasBalancer).
+Everything else — token-weighted accumulation, clipping, the non-finite guard, bias updates,
+checkpoints and exact resume (the source's state is saved with the step) — stays the one loop.
+
 Exact resume: the checkpoint holds weights (fp32 safetensors, expert biases included), optimiser
 states, the loader's generator and cursors, the torch RNG and the step; metrics.jsonl is truncated
 to the checkpoint's step. On CPU in one process the resumed loss sequence equals the uninterrupted
@@ -41,7 +54,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.distributed as dist
@@ -64,12 +77,39 @@ class NonFiniteError(RuntimeError):
     """Too many consecutive optimiser steps with a non-finite loss or gradient norm."""
 
 
+class BatchSource(Protocol):
+    """What the loop draws micro-batches from (PackedLoader for pre-training, a stage's own source otherwise)."""
+
+    stage: str  # the curriculum stage / phase name logged with each step
+
+    def next_batch(self) -> tuple: ...  # (input_ids (B, T), labels (B, T)[, {name: (B, T) tensor}])
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+# (model, batch on device, mtp_weight, balance_coef) -> (loss: mean over the batch's target tokens
+# (+ weighted auxiliary terms), parts {"ce", "mtp"?, "balance"?} detached, ModelOutput)
+StepLoss = Callable[[nn.Module, tuple, float, float], tuple[torch.Tensor, dict, Any]]
+
+
+def model_loss(model: nn.Module, batch: tuple, mtp_weight: float, balance_coef: float):
+    """The default StepLoss: next-token CE + MTP CE + balance (KExaone.loss) on model(input_ids, **inputs)."""
+    x, y, *rest = batch
+    out = model(x, **(rest[0] if rest else {}))
+    loss, parts = model.loss(out, y, mtp_weight=mtp_weight, balance_coef=balance_coef)
+    return loss, parts, out
+
+
 @dataclass
 class TrainData:
     train: dict[str, TokenShards]  # source -> training shards
     heldout: dict[str, TokenShards] = field(default_factory=dict)  # source -> held-out shards
     tokenizer: Any = None  # saved beside the model (save_pretrained) when given
     vocab_size: int | None = None  # overrides the preset's vocabulary (the tokenizer's size)
+    batches: BatchSource | None = None  # a stage's own batch source (then `train` shards are not read)
+    eval_set: list | None = None  # a stage's held-out batches (name, input_ids, labels[, inputs]) (then `heldout` is not read)
 
 
 @dataclass
@@ -183,10 +223,10 @@ def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
     sums: dict[str, list[float]] = {}
     loads = None
     try:
-        for name, x, y in batches:
-            x, y = x.to(device), y.to(device)
+        for name, x, y, *rest in batches:
+            x, y, inputs = x.to(device), y.to(device), to_device(rest[0] if rest else {}, device)
             with autocast(device, dtype):
-                out = model(x, compute_mtp=False)
+                out = model(x, compute_mtp=False, **inputs)
             valid = int((y != -100).sum())
             ce = torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), y.flatten(), ignore_index=-100,
                                                    reduction="sum")
@@ -208,6 +248,10 @@ def evaluate(model: nn.Module, batches: list, device: torch.device, dtype: str,
     return metrics
 
 
+def to_device(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after `step` (they came after the checkpoint we resume from)."""
     if path.exists():
@@ -218,11 +262,18 @@ def truncate_metrics(path: Path, step: int) -> None:
 # ---------------------------------------------------------------------------- the loop
 def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool = False,
           init_from: str | Path | None = None, model: KExaone | None = None, quiet: bool = False,
-          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+          on_step: Callable[[dict], None] | None = None, loss: StepLoss = model_loss,
+          extra_eval: Callable[[nn.Module], dict] | None = None, desc: str = "pretrain",
+          load_model: Callable[[Path], KExaone] = KExaone.from_pretrained,
+          export_model: Callable[[KExaone], KExaone] | None = None) -> TrainResult:
     """Run (or resume) the recipe's optimiser steps in `run_dir`; see the module docstring.
 
     init_from: an HF model folder to start from (later stages); model: a ready model for a fresh
-    run (tests, benchmarks); on_step(metrics) is called after every logged step."""
+    run (tests, benchmarks); on_step(metrics) is called after every logged step; loss: the stage's
+    StepLoss (default: model_loss); extra_eval(model) -> metrics runs beside the held-out loss on
+    its cadence (a stage's own evaluation, e.g. SFT's task accuracy); desc: the progress bar's label;
+    load_model(folder): how a checkpoint's model/ is read on resume (LoRA: with its adapters);
+    export_model(model): applied once before RUN/model is written (LoRA: merge the adapters)."""
     run_dir = Path(run_dir)
     tc, dc = recipe.train, recipe.data
     device = resolve_device(tc.device)
@@ -244,7 +295,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         if problems:
             raise RecipeError(f"cannot resume from {resume_from}: the recipe differs in\n  " + "\n  ".join(problems)
                               + "\n(use a new --run-dir, or the original recipe)")
-        model = KExaone.from_pretrained(resume_from / ckpt.MODEL)
+        model = load_model(resume_from / ckpt.MODEL)
     elif model is None:
         model = build_model(recipe, data, init_from)
 
@@ -257,9 +308,13 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     model.train()
     optimizers = build_optimizers(model, recipe.optim)
     balancer = BiasBalancer(model, recipe.balance)
-    loader = PackedLoader(data.train, dc.seq_len, dc.batch_size, curriculum(recipe, data.train, tc.steps),
-                          seed=tc.seed, rank=rank, world_size=world_size, micro_per_step=dc.grad_accum)
-    eval_set = heldout_batches(data.heldout, dc.seq_len, dc.batch_size, dc.eval_batches, rank, world_size)
+    if data.batches is not None:
+        loader = data.batches
+    else:
+        loader = PackedLoader(data.train, dc.seq_len, dc.batch_size, curriculum(recipe, data.train, tc.steps),
+                              seed=tc.seed, rank=rank, world_size=world_size, micro_per_step=dc.grad_accum)
+    eval_set = (data.eval_set if data.eval_set is not None else
+                heldout_batches(data.heldout, dc.seq_len, dc.batch_size, dc.eval_batches, rank, world_size))
 
     step, skipped, tokens_seen = 0, 0, 0
     if resume_from is not None:
@@ -282,7 +337,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     bar = None
     if main and not quiet:
         from tqdm import tqdm
-        bar = tqdm(total=tc.steps, initial=step, desc=f"pretrain {run_dir.name}", dynamic_ncols=True, unit="step")
+        bar = tqdm(total=tc.steps, initial=step, desc=f"{desc} {run_dir.name}", dynamic_ncols=True, unit="step")
     params = [p for p in model.parameters() if p.requires_grad]
     history: list[dict] = []
     bad_in_row, last_loss, interrupted = 0, float("nan"), None
@@ -301,22 +356,22 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                 # averages gradients over ranks); MTP counts its own labels (labels[:, 1:]); the balance loss
                 # (a per-sequence mean) is a plain mean over micro-batches and ranks.
                 micro = [loader.next_batch() for _ in range(dc.grad_accum)]
-                valid = torch.tensor([[(y != IGNORE).sum(), (y[:, 1:] != IGNORE).sum()] for _, y in micro],
+                valid = torch.tensor([[(b[1] != IGNORE).sum(), (b[1][:, 1:] != IGNORE).sum()] for b in micro],
                                      dtype=torch.float64)  # (grad_accum, 2): main / MTP labels per micro-batch
                 n_global = all_reduce_sum(valid.sum(0)).clamp_min(1).tolist()
                 sums = torch.zeros(3, dtype=torch.float64)  # token-summed CE, token-summed MTP CE, balance
                 loads = None
-                for (x, y), (n_ce, n_mtp) in zip(micro, valid.tolist()):
-                    x, y = x.to(device), y.to(device)
+                for batch, (n_ce, n_mtp) in zip(micro, valid.tolist()):
+                    x, y, *rest = batch
+                    batch = (x.to(device), y.to(device), *(to_device(r, device) for r in rest))
                     w_ce, w_mtp = n_ce * world_size / n_global[0], n_mtp * world_size / n_global[1]
                     # loss = ce + mtp_weight mtp + coef balance, rescaled below to w_ce ce + ...; an all-ignored
                     # micro-batch has ce = 0 (any scale works); one process, no accumulation: scale = 1 exactly
                     scale = w_ce or 1.0
                     with autocast(device, tc.dtype):
-                        out = model(x)
-                        loss, parts = model.loss(out, y, mtp_weight=recipe.balance.mtp_weight * w_mtp / scale,
-                                                 balance_coef=recipe.balance.alpha / (dc.grad_accum * scale))
-                    (loss * scale).backward()
+                        loss_value, parts, out = loss(model, batch, recipe.balance.mtp_weight * w_mtp / scale,
+                                                      recipe.balance.alpha / (dc.grad_accum * scale))
+                    (loss_value * scale).backward()
                     sums += torch.tensor([float(parts["ce"]) * n_ce, float(parts.get("mtp", 0.0)) * n_mtp,
                                           float(parts.get("balance", 0.0))], dtype=torch.float64)
                     if out.expert_loads is not None:
@@ -339,16 +394,20 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 step += 1
-                step_tokens = dc.seq_len * dc.batch_size * dc.grad_accum * world_size
+                step_tokens = sum(b[0].numel() for b in micro) * world_size  # rows x length (padding included)
                 tokens_seen += step_tokens
                 dt = time.perf_counter() - t0
                 last_loss = ce
                 m = {"step": step, "loss": ce, "loss_total": total, "mtp": mtp, "balance": balance, "lr": lr,
                      "grad_norm": float(grad_norm), "tokens": tokens_seen, "tok_per_s": step_tokens / dt,
-                     "step_s": dt, "stage": stage, "skipped": not finite, **balance_metrics}
+                     "step_s": dt, "stage": stage, "skipped": not finite, "target_tokens": int(n_global[0]),
+                     **balance_metrics}
                 last = step == tc.steps
-                if eval_set and (last or (tc.eval_every and step % tc.eval_every == 0)):
-                    m |= evaluate(model, eval_set, device, tc.dtype, histogram=True)
+                if last or (tc.eval_every and step % tc.eval_every == 0):
+                    if eval_set:
+                        m |= evaluate(model, eval_set, device, tc.dtype, histogram=True)
+                    if extra_eval is not None:
+                        m |= extra_eval(model)
                 history.append(m)
                 if log is not None:
                     log.write(json.dumps(m) + "\n")
@@ -381,6 +440,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     if interrupted is None:
         save(step)
         model_dir = run_dir / "model"
+        if export_model is not None:
+            model = export_model(model)
         if world_size > 1:
             parallel.save_full_pretrained(model, model_dir)
         elif main:

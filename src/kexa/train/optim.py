@@ -188,7 +188,10 @@ def split_params(model: nn.Module) -> tuple[list[dict], list[nn.Parameter], list
         if not p.requires_grad or id(p) in seen:  # tied weights appear once
             continue
         seen.add(id(p))
-        hidden = name.startswith(("model.layers.", "mtp.")) and ".gate.weight" not in name
+        # LoRA factors (train/lora.py) go to AdamW: a rank-r factor is not a full weight matrix, and
+        # orthogonalising it (all r singular values set equal) is not Muon's update; AdamW is LoRA practice
+        hidden = (name.startswith(("model.layers.", "mtp.")) and ".gate.weight" not in name
+                  and not name.endswith((".lora_A", ".lora_B")))
         if p.ndim >= 2 and hidden:
             blocks = next((n for suffix, n in FUSED_ROW_BLOCKS.items() if name.endswith(suffix)), 1)
             muon.setdefault(blocks, []).append(p)

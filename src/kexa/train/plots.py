@@ -1,5 +1,6 @@
 """The run's PNG: training/validation loss, learning rate and MoE balance (MaxVio) against steps,
-and the last evaluation's expert load shares per MoE layer (a layers x experts heat map).
+and the last evaluation's expert load shares per MoE layer (a layers x experts heat map); runs that
+log task evaluations (SFT: `eval/accuracy/<mode>`, `eval/compliance/<mode>`) get a fifth panel.
 
 Reads metrics.jsonl, so it also works on a finished run: `python -m kexa.train.plots RUN_DIR`.
 matplotlib is an optional dependency (`kexa[plot]`); without it the plot is skipped with a warning.
@@ -25,7 +26,15 @@ def plot_run(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     if not rows:
         return None
     steps = [r["step"] for r in rows]
-    fig, (ax_loss, ax_lr, ax_bal, ax_hist) = plt.subplots(1, 4, figsize=(20, 4))
+    task_keys = sorted({k for r in rows for k in r if k.count("/") == 2 and k.startswith(("eval/accuracy/", "eval/compliance/"))})
+    fig, axes = plt.subplots(1, 4 + bool(task_keys), figsize=(20 + 5 * bool(task_keys), 4))
+    ax_loss, ax_lr, ax_bal, ax_hist = axes[:4]
+    if task_keys:
+        for k in task_keys:
+            pts = [(r["step"], r[k]) for r in rows if k in r]
+            axes[4].plot(*zip(*pts), "o-", label=k.removeprefix("eval/"))
+        axes[4].set(xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title="held-out tasks (both modes)")
+        axes[4].legend(fontsize=7)
     ax_loss.plot(steps, [r["loss"] for r in rows], lw=0.8, label="train CE")
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     if val:

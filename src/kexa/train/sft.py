@@ -1,0 +1,330 @@
+"""`kexa sft`: supervised fine-tuning on chat data — reasoning on and off — on the shared loop.
+
+    kexa sft --config configs/sft_tiny.toml --init-from runs/tiny/model --run-dir runs/tiny-sft
+    kexa sft --config configs/sft_nano.toml --init-from runs/nano/model --run-dir runs/nano-sft --set sft.reasoning_ratio=0.3
+    kexa sft ... --resume                                   # after Ctrl-C / SIGTERM: bitwise the same run
+
+The recipe is a pre-training recipe ([data] seq_len / batch_size / grad_accum, [optim], [schedule],
+[balance], [train]) plus
+    [sft]        reasoning_ratio (share of task examples with a filled <think>; the rest get the
+                 empty think block of enable_thinking=False), skip_bad, pack buffer, evaluation settings
+    [[source]]   name, weight, and either task = "<kexa.tasks name>" (langs, tiers) or
+                 file = "<JSONL/parquet in TRL conventions>" (kexa.data.conversations)
+    [lora]       optional: rank, alpha, targets, dropout (kexa.train.lora; merged into the export)
+Data: conversations rendered with the K-EXAONE chat template, best-fit packed whole into rows with
+document masking, loss on assistant tokens only (kexa.data.sft_pack) — a BatchSource for
+`loop.train`, whose default loss (CE + MTP + balance, per target token) is SFT's. MoE: the bias
+update and a small balance loss stay on by default ([balance] gamma, alpha; freeze_router to stop both).
+
+Evaluation (train.eval_every and the last step, and once before training): held-out problems of the
+recipe's tasks through kexa's Engine in both modes: accuracy by task and language, template
+compliance (kexa.eval.tasks_eval); held-out loss on packed held-out task conversations.
+
+RUN_DIR gets metrics.jsonl (step, loss, ..., eval/accuracy/<mode>, eval/compliance/<mode>),
+checkpoints/ (exact resume), model/ (HF layout + tokenizer + chat template; LoRA merged),
+sft_eval.json (before/after reports, sample chats), sft_report.md (the same as a report-card section),
+training.png (loss, accuracy), sft_recipe.json.
+
+Exit status: 0 done; 130 / 143 after SIGINT / SIGTERM (a checkpoint was saved); 1 for a bad recipe,
+model folder, data file or conversation (one line saying which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.shards import ShardError
+from ..data.sft_pack import (ConversationError, ListSource, PackedConversations, TaskSource, fixed_batches,
+                             render_conversations)
+from ..model.hf import CheckpointError
+from ..model.transformer import KExaone
+from . import checkpoint as ckpt
+from .loop import NonFiniteError, TrainData, TrainResult, build_model, train, world
+from .recipe import Recipe, RecipeError, _section, apply_overrides, read_toml, recipe_from_dict
+
+LANGS = ("ko", "en", "es", "de", "ja", "vi")
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+SFT_RECIPE = "sft_recipe.json"
+EVAL_FILE = "sft_eval.json"
+REPORT_FILE = "sft_report.md"  # the report-card section (accuracy by task x mode before/after, compliance, chats)
+
+
+@dataclass
+class SFTConfig:
+    reasoning_ratio: float = 0.5  # task examples rendered in reasoning mode (filled <think>); rest non-reasoning
+    skip_bad: bool = False  # skip (and count) bad conversations instead of stopping with an error
+    buffer: int = 256  # conversations per best-fit packing buffer
+    heldout_batches: int = 2  # packed held-out task batches per task source (validation loss)
+    eval_n: int = 4  # held-out problems per task x language x mode for accuracy / compliance
+    eval_langs: list[str] = field(default_factory=lambda: list(LANGS))
+    eval_tier: int = 1
+    eval_max_new_tokens: int = 96
+    eval_before: bool = True  # evaluate the starting model too (the "before" column)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.reasoning_ratio <= 1.0:
+            raise ValueError(f"reasoning_ratio must lie in [0, 1], got {self.reasoning_ratio!r}")
+        bad = [k for k in ("buffer", "eval_max_new_tokens") if not isinstance(getattr(self, k), int) or getattr(self, k) < 1]
+        bad += [k for k in ("heldout_batches", "eval_n") if not isinstance(getattr(self, k), int) or getattr(self, k) < 0]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} must be non-negative integers (buffer, eval_max_new_tokens >= 1)")
+        unknown = sorted(set(self.eval_langs) - set(LANGS))
+        if unknown:
+            raise ValueError(f"eval_langs has unknown language(s) {unknown}; valid: {list(LANGS)}")
+
+
+@dataclass
+class SourceConfig:
+    name: str
+    weight: float = 1.0
+    task: str = ""  # a kexa.tasks name ...
+    file: str = ""  # ... or a user data file (JSONL / parquet)
+    langs: list[str] = field(default_factory=lambda: list(LANGS))  # task sources
+    tiers: list[int] = field(default_factory=lambda: [1])  # task sources
+
+    def __post_init__(self) -> None:
+        if bool(self.task) == bool(self.file):
+            raise ValueError(f"source {self.name!r} needs exactly one of task = '<name>' or file = '<path>'")
+        if not self.weight >= 0:
+            raise ValueError(f"source {self.name!r}: weight must be >= 0, got {self.weight!r}")
+        unknown = sorted(set(self.langs) - set(LANGS))
+        if unknown or not self.langs or not self.tiers:
+            raise ValueError(f"source {self.name!r}: langs must be a non-empty subset of {list(LANGS)} "
+                             f"(unknown: {unknown}) and tiers non-empty")
+
+
+@dataclass
+class SFTRecipe:
+    recipe: Recipe  # the shared sections, as pre-training reads them
+    sft: SFTConfig
+    sources: list[SourceConfig]
+    lora: Any = None  # kexa.train.lora.LoRAConfig when the recipe has [lora]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe.to_dict(), "sft": dataclasses.asdict(self.sft),
+                "source": [dataclasses.asdict(s) for s in self.sources],
+                "lora": dataclasses.asdict(self.lora) if self.lora is not None else None}
+
+
+# evaluation settings may change between a run and its resumption; nothing that shapes the data may
+EVAL_KEYS = {"eval_n", "eval_langs", "eval_tier", "eval_max_new_tokens", "eval_before"}
+
+
+def load_sft_recipe(path: str | Path | None, overrides: list[str] | None = None) -> SFTRecipe:
+    """Read an SFT recipe (see the module docstring) and apply `key=value` overrides (sft.*, optim.*, ...)."""
+    d = read_toml(path) if path is not None else {}
+    d = apply_overrides(d, overrides or [])
+    sft = _section(SFTConfig, d.pop("sft", {}), "sft")
+    raw_sources = d.pop("source", [])
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise RecipeError("an SFT recipe needs at least one [[source]] (task = '<name>' or file = '<path>')")
+    sources = [_section(SourceConfig, s, f"source #{i + 1}") for i, s in enumerate(raw_sources)]
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"[[source]] names must be unique, got {names}")
+    if sum(s.weight for s in sources) <= 0:
+        raise RecipeError("[[source]] weights must have a positive sum")
+    lora = None
+    if "lora" in d:
+        from .lora import LoRAConfig, LoRAError
+        try:
+            lora = _section(LoRAConfig, d.pop("lora"), "lora")
+        except LoRAError as e:
+            raise RecipeError(f"[lora]: {e}") from e
+    return SFTRecipe(recipe_from_dict(d), sft, sources, lora)
+
+
+# ---------------------------------------------------------------------------- data
+def resolve_task(name: str):
+    """The kexa.tasks task called `name` (RecipeError listing the known ones otherwise)."""
+    try:
+        import kexa.tasks
+    except ImportError as e:
+        raise RecipeError(f"[[source]] task = {name!r} needs the kexa.tasks package ({e})") from None
+    try:
+        return kexa.tasks.get(name)
+    except KeyError as e:
+        raise RecipeError(f"[[source]] task: {e.args[0]}") from None
+
+
+def read_user_file(path: str, skip_bad: bool) -> tuple[list[dict], int]:
+    """Rows {"messages", "tools", "origin" ("file:line")} of a user data file in TRL conventions and the
+    count of rows skipped as bad; reading and validation are kexa.data.conversations' (DataError
+    names the file and line)."""
+    from ..data.conversations import load_conversations
+    loaded = load_conversations(path, skip_bad=skip_bad)
+    rows = [{"messages": c.messages, "tools": c.tools, "origin": c.source} for c in loaded.conversations]
+    return rows, loaded.skipped
+
+
+@dataclass
+class SFTData:
+    batches: PackedConversations
+    eval_set: list
+    tasks: dict[str, Any]  # task name -> task (for the generation evaluation)
+    skipped_rows: int  # bad rows skipped in user files (skip_bad)
+
+
+def build_data(sr: SFTRecipe, tokenizer, rank: int = 0, world_size: int = 1) -> SFTData:
+    """The recipe's training BatchSource, its held-out batches and its tasks."""
+    dc, seed, cfg = sr.recipe.data, sr.recipe.train.seed, sr.sft
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id  # never a target
+    capacity = dc.seq_len + 1
+    sources, skipped, tasks, heldout = [], 0, {}, []
+    for s in sr.sources:
+        if s.task:
+            task = resolve_task(s.task)
+            tasks[s.task] = task
+            sources.append(TaskSource(s.name, task, tokenizer, s.langs, s.tiers, cfg.reasoning_ratio))
+            if cfg.heldout_batches:
+                held = TaskSource(s.name, task, tokenizer, s.langs, s.tiers, cfg.reasoning_ratio, split="heldout")
+                stream = PackedConversations([held], [1.0], dc.seq_len, dc.batch_size, pad_id,
+                                             seed=seed + 1, rank=rank, world_size=world_size,
+                                             buffer=dc.batch_size * world_size * cfg.heldout_batches,
+                                             skip_bad=cfg.skip_bad)
+                heldout += fixed_batches(stream, cfg.heldout_batches, s.name)
+        else:
+            rows, bad = read_user_file(s.file, cfg.skip_bad)
+            items, too_long = render_conversations(tokenizer, rows, s.file, capacity, cfg.skip_bad)
+            skipped += bad + too_long
+            sources.append(ListSource(s.name, items, seed))
+    batches = PackedConversations(sources, [s.weight for s in sr.sources], dc.seq_len, dc.batch_size,
+                                  pad_id, seed=seed, rank=rank, world_size=world_size, buffer=cfg.buffer,
+                                  skip_bad=cfg.skip_bad)
+    return SFTData(batches, heldout, tasks, skipped)
+
+
+# ---------------------------------------------------------------------------- the stage
+def check_model_folder(path: str | Path) -> Path:
+    p = Path(path)
+    for name in ("config.json", "tokenizer.json"):
+        if not (p / name).is_file():
+            raise CheckpointError(f"--init-from {p}: not a model folder with its tokenizer ({name} is missing); "
+                                  f"use a pre-training run's model/ (kexa pretrain ... --run-dir RUN -> RUN/model)")
+    return p
+
+
+def check_resume(run_dir: Path, sr: SFTRecipe) -> None:
+    """The data-shaping SFT settings of a resumed run must be those it was started with."""
+    saved_path = run_dir / SFT_RECIPE
+    if not saved_path.exists():
+        return
+    saved, now = json.loads(saved_path.read_text()), json.loads(json.dumps(sr.to_dict()))
+    for d in (saved, now):
+        d.pop("recipe")  # the loop compares that part itself
+        for k in EVAL_KEYS:
+            d["sft"].pop(k, None)
+    if saved != now:
+        diff = [k for k in ("sft", "source", "lora") if saved.get(k) != now.get(k)]
+        raise RecipeError(f"cannot resume {run_dir}: the recipe's {', '.join(f'[{k}]' for k in diff)} differ from "
+                          f"the run's {SFT_RECIPE} (use a new --run-dir, or the original recipe)")
+
+
+def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool = False,
+        quiet: bool = False, on_step=None) -> TrainResult:
+    """Fine-tune the model in `init_from` on the recipe's conversations; see the module docstring.
+    on_step(metrics) is called after every logged step (as in loop.train)."""
+    from ..eval.tasks_eval import evaluate_tasks, flat_metrics
+    from ..tokenizer import Tokenizer
+    run_dir = Path(run_dir)
+    folder = check_model_folder(init_from)
+    tokenizer = Tokenizer.from_pretrained(folder)
+    from . import parallel
+    try:  # join the process group first (under torchrun), so the data stream shards by rank
+        parallel.init_distributed(ep_size=sr.recipe.train.ep_size)
+    except ValueError as e:
+        raise RecipeError(f"train.ep_size: {e}") from e
+    rank, world_size = world()
+    data = build_data(sr, tokenizer, rank, world_size)
+    if data.skipped_rows and not quiet and rank == 0:
+        print(f"kexa sft: skipped {data.skipped_rows} bad conversation(s) in the user data (sft.skip_bad)")
+    if resume:
+        check_resume(run_dir, sr)
+    cfg = sr.sft
+    eval_tasks = data.tasks if cfg.eval_n else {}
+    reports: dict[str, Any] = {}
+    eval_path = run_dir / EVAL_FILE
+    if resume and eval_path.exists():
+        reports = json.loads(eval_path.read_text())
+
+    def run_eval(model) -> dict:
+        report = evaluate_tasks(model, tokenizer, eval_tasks, cfg.eval_langs, cfg.eval_n, cfg.eval_tier,
+                                cfg.eval_max_new_tokens, seed=sr.recipe.train.seed)
+        reports["after"] = report
+        return flat_metrics(report)
+
+    model, load_model, export_model = None, KExaone.from_pretrained, None
+    if not resume:
+        if ckpt.list_checkpoints(run_dir):
+            raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --run-dir")
+        model = build_model(sr.recipe, TrainData({}), folder)
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise CheckpointError(f"--init-from {folder}: its tokenizer has {tokenizer.vocab_size} tokens, the model "
+                                  f"only {model.config.vocab_size} embeddings")
+        if eval_tasks and cfg.eval_before:
+            reports["before"] = evaluate_tasks(model, tokenizer, eval_tasks, cfg.eval_langs, cfg.eval_n, cfg.eval_tier,
+                                               cfg.eval_max_new_tokens, seed=sr.recipe.train.seed)
+    if sr.lora is not None:
+        from .lora import apply_lora, load_lora_pretrained, merge_lora
+        if model is not None:
+            model = apply_lora(model, sr.lora)
+        load_model = lambda path: load_lora_pretrained(path, sr.lora)  # noqa: E731
+        export_model = merge_lora
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (run_dir / SFT_RECIPE).write_text(json.dumps(sr.to_dict(), indent=2) + "\n")
+
+    train_data = TrainData({}, tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, batches=data.batches,
+                           eval_set=data.eval_set)
+    result = train(sr.recipe, run_dir, train_data, resume=resume, init_from=None, model=model, quiet=quiet, on_step=on_step,
+                   extra_eval=run_eval if eval_tasks else None, desc="sft", load_model=load_model,
+                   export_model=export_model)
+    if rank == 0:
+        reports["skipped_conversations"] = data.batches.skipped + data.skipped_rows
+        eval_path.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        from ..eval.tasks_eval import report_markdown
+        (run_dir / REPORT_FILE).write_text(report_markdown(reports), "utf-8")
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kexa sft", description="Supervised fine-tuning on chat data (reasoning on/off).")
+    p.add_argument("--config", required=True, help="TOML SFT recipe (configs/sft_tiny.toml, configs/sft_nano.toml)")
+    p.add_argument("--init-from", required=True, help="the model folder to fine-tune (with its tokenizer)")
+    p.add_argument("--run-dir", required=True, help="output folder: metrics.jsonl, checkpoints/, model/, sft_eval.json")
+    p.add_argument("--steps", type=int, help="optimiser steps (overrides train.steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest valid checkpoint in --run-dir")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad conversations with a count (sft.skip_bad)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set sft.reasoning_ratio=0.3 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    overrides += ["sft.skip_bad=true"] if args.skip_bad else []
+    try:
+        sr = load_sft_recipe(args.config, overrides)
+        if sr.recipe.train.threads:  # a process-wide setting: applied here, in the command, not in the library
+            torch.set_num_threads(sr.recipe.train.threads)
+        result = sft(sr, args.run_dir, args.init_from, resume=args.resume, quiet=args.quiet)
+    except (RecipeError, CheckpointError, ConversationError, ShardError, NonFiniteError, FileNotFoundError,
+            ValueError) as e:
+        print(f"kexa sft: error: {e}", file=sys.stderr)
+        return 1
+    return EXIT_CODES.get(result.interrupted, 0) if result.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
