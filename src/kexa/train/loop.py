@@ -26,6 +26,8 @@ next-token CE" hands the loop
   - `train(loss=...)`: a StepLoss `(model, batch, mtp_weight, balance_coef) -> (loss, parts, out)`
     whose loss is a mean over the batch's target tokens (labels != -100), like `model_loss`;
   - `train(extra_eval=...)`: its own evaluation, run with the held-out loss (train.eval_every, last step);
+  - `train(step_metrics=...)`: its own per-step metrics (m -> dict merged into the step's line; RL's
+    rewards and importance weights);
   - the frozen router through `[balance] freeze_router` (BiasBalancer).
 Everything else — token-weighted accumulation, clipping, the non-finite guard, bias updates,
 checkpoints and exact resume (the source's state is saved with the step) — stays the one loop.
@@ -265,7 +267,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
           on_step: Callable[[dict], None] | None = None, loss: StepLoss = model_loss,
           extra_eval: Callable[[nn.Module], dict] | None = None, desc: str = "pretrain",
           load_model: Callable[[Path], KExaone] = KExaone.from_pretrained,
-          export_model: Callable[[KExaone], KExaone] | None = None) -> TrainResult:
+          export_model: Callable[[KExaone], KExaone] | None = None,
+          step_metrics: Callable[[dict], dict] | None = None) -> TrainResult:
     """Run (or resume) the recipe's optimiser steps in `run_dir`; see the module docstring.
 
     init_from: an HF model folder to start from (later stages); model: a ready model for a fresh
@@ -273,7 +276,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     StepLoss (default: model_loss); extra_eval(model) -> metrics runs beside the held-out loss on
     its cadence (a stage's own evaluation, e.g. SFT's task accuracy); desc: the progress bar's label;
     load_model(folder): how a checkpoint's model/ is read on resume (LoRA: with its adapters);
-    export_model(model): applied once before RUN/model is written (LoRA: merge the adapters)."""
+    export_model(model): applied once before RUN/model is written (LoRA: merge the adapters);
+    step_metrics(m) -> metrics merged into every step's line before it is written (the stage's own)."""
     run_dir = Path(run_dir)
     tc, dc = recipe.train, recipe.data
     device = resolve_device(tc.device)
@@ -402,6 +406,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                      "grad_norm": float(grad_norm), "tokens": tokens_seen, "tok_per_s": step_tokens / dt,
                      "step_s": dt, "stage": stage, "skipped": not finite, "target_tokens": int(n_global[0]),
                      **balance_metrics}
+                if step_metrics is not None:
+                    m |= step_metrics(m)
                 last = step == tc.steps
                 if last or (tc.eval_every and step % tc.eval_every == 0):
                     if eval_set:
