@@ -3,6 +3,7 @@ off-policy steps carry truncated IS weights, truncation rules, zero-variance fil
 SIGTERM (rollout RNG included), and one-line errors for a bad recipe or an unreachable judge."""
 
 import json
+import random
 import os
 import signal
 
@@ -230,3 +231,23 @@ def test_shipped_rl_recipes_parse():
     for name in ("rl_tiny", "rl_nano"):
         rr = load_rl_recipe(f"configs/{name}.toml")
         assert rr.recipe.balance.freeze_router and rr.rl.temperature == 1.0 and rr.rl.top_p == 0.95
+
+
+def test_rewards_combine_the_verifier_with_weighted_trl_rewards_and_read_after_the_opened_think(start):
+    from kexa.train.rl_stage import Prompt, score
+    from kexa.rewards import format_reward
+    task = AddTask()
+    ex = task.sample(random.Random(0))
+    prompts = [Prompt("add", task, ex, True, [1]), Prompt("add", task, ex, True, [1]), Prompt("add", task, ex, False, [1])]
+    texts = [f"{ex.answer}", f"thinking\n</think>\n\n{ex.answer}", f"{ex.answer}"]
+    rewards, accuracy = score(prompts, texts, {}, {"task": 1.0})
+    assert accuracy == [0.0, 1.0, 1.0]  # reasoning mode: an unclosed think block holds no answer
+    rewards, accuracy = score(prompts, texts, {"format": format_reward}, {"task": 1.0, "format": 0.5})
+    assert accuracy == [0.0, 1.0, 1.0] and rewards == [0.0, 1.5, 1.5]
+
+
+def test_engine_logprobs_need_plain_decoding(start):
+    from kexa.infer.engine import GenerationError
+    model = KExaone.from_pretrained(start / "model")
+    with pytest.raises(GenerationError, match="plain decoding"):
+        Engine(model).generate([[1, 2]], SamplingParams(max_new_tokens=2), speculative=1, logprobs=True)
