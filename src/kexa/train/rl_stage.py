@@ -89,6 +89,7 @@ class RLConfig:
     max_response_tokens: int = 256
     truncation: str = "zero"  # a response cut at max_response_tokens: "zero" reward, or "mask" it out of the loss
     reasoning_ratio: float = 0.5  # prompts rendered in reasoning mode (<think>); the rest non-reasoning
+    compile: bool = False  # rollouts through the engine's compiled decode step (Engine(compile=True))
     rewards: dict[str, float] = field(default_factory=dict)  # extra kexa.rewards by name -> weight (task: 1.0)
     eval_n: int = 4  # held-out problems per task x language x mode (0: no evaluation)
     eval_langs: list[str] = field(default_factory=lambda: list(LANGS))
@@ -192,19 +193,25 @@ class RolloutSource(Protocol):
 
 class EngineRollouts:
     """kexa's Engine over the trainer's own model: weights are shared, so sync only re-points at the model.
-    Generates in the weights' dtype, restores the model's train mode afterwards."""
+    Generates in the weights' dtype, restores the model's train mode afterwards. compile=True: the engine's
+    compiled decode step (gpt-fast's recipe; one trace per rollout shape, reused across rollouts since the
+    optimiser updates the same parameter tensors in place; the first rollout pays the compilation)."""
 
-    def __init__(self, model: KExaone | None = None):
-        self.model = model
+    def __init__(self, model: KExaone | None = None, compile: bool = False):
+        self.model, self.compile, self.engine = model, compile, None
 
     def sync(self, model: KExaone) -> None:
-        self.model = model
+        if model is not self.model:
+            self.model, self.engine = model, None
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollout:
         was_training = self.model.training
         t0 = time.perf_counter()
         try:
-            res = Engine(self.model).generate(prompts, params, logprobs=True)  # Engine() sets eval mode
+            if self.engine is None:
+                self.engine = Engine(self.model, compile=self.compile)  # sets eval mode
+            self.model.eval()
+            res = self.engine.generate(prompts, params, logprobs=True)
         finally:
             self.model.train(was_training)
         return Rollout(res.token_ids, res.logprobs, res.finish_reasons, time.perf_counter() - t0)
@@ -431,7 +438,7 @@ def rl(rr: RLRecipe, run_dir: str | Path, init_from: str | Path, resume: bool = 
     if resume:
         check_resume(run_dir, rr)
     cfg = rr.rl
-    rollouts = rollouts or EngineRollouts()
+    rollouts = rollouts or EngineRollouts(compile=cfg.compile)
     batches = RLBatches(rr, tokenizer, tasks, rollouts, seed=rr.recipe.train.seed)
     if rr.judge is not None:
         batches.add_reward("judge", make_judge(rr.judge), rr.judge.weight)
