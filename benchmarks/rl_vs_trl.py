@@ -116,7 +116,8 @@ def trl_side(args) -> dict:
 
     model.generate = timed_generate
     P, G = cfg.prompts_per_rollout, cfg.group_size
-    targs = GRPOConfig(output_dir=tempfile.mkdtemp(prefix="trl_rl_"), beta=0.0, num_generations=G,
+    out_dir = tempfile.TemporaryDirectory(prefix="trl_rl_")  # nothing is saved there (save_strategy="no")
+    targs = GRPOConfig(output_dir=out_dir.name, beta=0.0, num_generations=G,
                        per_device_train_batch_size=P * G // K, steps_per_generation=K,  # generation batch: P·G
                        max_completion_length=cfg.max_response_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                        learning_rate=rr.recipe.optim.lr, lr_scheduler_type="constant", weight_decay=0.0,
@@ -160,10 +161,10 @@ def main() -> None:
     if args.side == "trl":
         print(json.dumps(trl_side(args)))
         return
-    work = Path(tempfile.mkdtemp(prefix="rl_vs_trl_"))
+    tmp = tempfile.TemporaryDirectory(prefix="rl_vs_trl_")  # kexa's run folders, removed at the end
     rounds = []
     for r in range(args.rounds):
-        kexa, trl = run_kexa(args, work), run_trl(args)
+        kexa, trl = run_kexa(args, Path(tmp.name)), run_trl(args)
         steady = (kexa["rollout_tok_per_s_after_first"] / trl["rollout_tok_per_s_after_first"]
                   if kexa["rollout_tok_per_s_after_first"] and trl["rollout_tok_per_s_after_first"] else None)
         rounds.append({"kexa": kexa, "trl": trl, "rollout_speedup": kexa["rollout_tok_per_s"] / trl["rollout_tok_per_s"],
