@@ -17,6 +17,10 @@ Choices
   ignored); this keeps every step a dense (b, T) batch. A row also stops at the model's context
   length (`max_position_embeddings`).
 - Sampling is seeded through one torch.Generator per call: same seed, same batch -> same tokens.
+- `logprobs=True` also returns log π(token) of every emitted token under the model's raw distribution
+  (log-softmax of the fp32 logits, before temperature / top-k / top-p): the behaviour policy's
+  log-probs that RL records at generation time (kexa.train.rl_stage), equal to a training forward's
+  `token_logprobs` of the same tokens at the same weights (tests/test_rl_stage.py). Plain decoding only.
 - MoE decode runs the model's grouped expert matmul (`torch._grouped_mm`): no Python loop over
   experts or tokens in a decode step.
 - `compile=True` (gpt-fast's recipe): the plain decode step — one token per row through every layer,
@@ -86,6 +90,7 @@ class GenerationStats:
 class StepOutput:
     tokens: list[list[int]]  # new tokens of each row in this step (empty for finished rows)
     finish_reasons: list[str | None]  # "stop" | "length" once a row is done
+    logprobs: list[list[float]] | None = None  # log π of each new token (generate(..., logprobs=True))
 
 
 @dataclass
@@ -93,6 +98,7 @@ class GenerationResult:
     token_ids: list[list[int]]
     finish_reasons: list[str]
     stats: GenerationStats
+    logprobs: list[list[float]] | None = None  # per row, one per token of token_ids (logprobs=True)
 
 
 class Generation:
@@ -102,18 +108,24 @@ class Generation:
         self._steps, self.stats = steps, stats
         self.token_ids: list[list[int]] = [[] for _ in range(n_rows)]
         self.finish_reasons: list[str | None] = [None] * n_rows
+        self.logprobs: list[list[float]] | None = None
 
     def __iter__(self) -> Iterator[StepOutput]:
         for step in self._steps:
             for i, (toks, reason) in enumerate(zip(step.tokens, step.finish_reasons)):
                 self.token_ids[i].extend(toks)
                 self.finish_reasons[i] = reason
+            if step.logprobs is not None:
+                self.logprobs = self.logprobs or [[] for _ in self.token_ids]
+                for row, lps in zip(self.logprobs, step.logprobs):
+                    row.extend(lps)
             yield step
 
     def result(self) -> GenerationResult:
         for _ in self:
             pass
-        return GenerationResult(self.token_ids, [r or "length" for r in self.finish_reasons], self.stats)
+        return GenerationResult(self.token_ids, [r or "length" for r in self.finish_reasons], self.stats,
+                                self.logprobs)
 
 
 COMPILE_OPTIONS = {"cpp_wrapper": True}  # inductor: a C++ wrapper calls the kernels, no Python per op
@@ -152,15 +164,20 @@ class Engine:
         return c
 
     # ------------------------------------------------------------------ public API
-    def generate(self, prompts: list[list[int]], params: SamplingParams, speculative: int = 0) -> GenerationResult:
-        return self.stream(prompts, params, speculative).result()
+    def generate(self, prompts: list[list[int]], params: SamplingParams, speculative: int = 0,
+                 logprobs: bool = False) -> GenerationResult:
+        return self.stream(prompts, params, speculative, logprobs).result()
 
-    def stream(self, prompts: list[list[int]], params: SamplingParams, speculative: int = 0) -> Generation:
-        """Validate now (errors raise here, not on first iteration) and return a lazy Generation."""
+    def stream(self, prompts: list[list[int]], params: SamplingParams, speculative: int = 0,
+               logprobs: bool = False) -> Generation:
+        """Validate now (errors raise here, not on first iteration) and return a lazy Generation.
+        logprobs=True: each step also carries log π of its new tokens (module docstring)."""
         self._validate(prompts, speculative)
+        if logprobs and speculative:
+            raise GenerationError("logprobs are recorded by plain decoding only (speculative must be 0)")
         stats = GenerationStats(prompt_tokens=sum(map(len, prompts)),
                                 drafted=[0] * speculative, accepted=[0] * speculative)
-        return Generation(self._run(prompts, params, speculative, stats), len(prompts), stats)
+        return Generation(self._run(prompts, params, speculative, stats, logprobs), len(prompts), stats)
 
     def _validate(self, prompts, speculative: int) -> None:
         cfg = self.config
@@ -184,7 +201,8 @@ class Engine:
 
     # ------------------------------------------------------------------ the loop
     @torch.inference_mode()
-    def _run(self, prompts, params: SamplingParams, k: int, stats: GenerationStats) -> Iterator[StepOutput]:
+    def _run(self, prompts, params: SamplingParams, k: int, stats: GenerationStats,
+             logprobs: bool = False) -> Iterator[StepOutput]:
         cfg, dev = self.config, self.device
         B = len(prompts)
         limit = [min(len(p) + params.max_new_tokens, cfg.max_position_embeddings) for p in prompts]
@@ -209,7 +227,9 @@ class Engine:
             logits, hidden = self._prefill(cache, rows, prompts[rows], keep_hidden=k > 0)
             last_logits.append(logits)
             last_hidden.append(hidden)
-        token = next_token(torch.cat(last_logits), params, seen, gen)  # (b,) first new token x_n
+        logits = torch.cat(last_logits)  # (b, V)
+        token = next_token(logits, params, seen, gen)  # (b,) first new token x_n
+        lp = token_logprob(logits, token) if logprobs else None  # (b,)
         state = None
         if k:
             state = self._first_draft(cache, prompts, runs, last_hidden, token, params, seen, gen)
@@ -217,7 +237,7 @@ class Engine:
 
         lengths = [len(p) for p in prompts]  # tokens of each row so far (prompt + emitted)
         done: list[str | None] = [None] * B
-        step = self._emit(token[:, None], torch.ones(B, dtype=torch.long), lengths, limit, stops, done, stats)
+        step = self._emit(token[:, None], torch.ones(B, dtype=torch.long), lengths, limit, stops, done, stats, lp)
         seen = seen.scatter_(1, token[:, None], True) if seen is not None else None
         yield step
         while not all(done):
@@ -235,10 +255,11 @@ class Engine:
                 logits = self._decode(token[:, None], pos, cache, active.long())  # (b, V)
                 token = next_token(logits, params, seen, gen)
                 new, n_new = token[:, None], torch.ones(B, dtype=torch.long)
+                lp = token_logprob(logits, token) if logprobs else None
             stats.steps += 1
             if seen is not None:
                 seen = seen.scatter_(1, new, True)
-            step = self._emit(new, n_new, lengths, limit, stops, done, stats)
+            step = self._emit(new, n_new, lengths, limit, stops, done, stats, lp)
             stats.decode_s += time.perf_counter() - t1
             yield step
 
@@ -280,15 +301,20 @@ class Engine:
         return DraftState(token=token, q=torch.cat(qs), draft=torch.cat(drafts), mtp_hidden=torch.cat(us))
 
     @staticmethod
-    def _emit(new: torch.Tensor, n_new: torch.Tensor, lengths, limit, stops, done, stats) -> StepOutput:
-        """Cut each row's new tokens at a stop token or its length limit; mark rows done."""
+    def _emit(new: torch.Tensor, n_new: torch.Tensor, lengths, limit, stops, done, stats,
+              lp: torch.Tensor | None = None) -> StepOutput:
+        """Cut each row's new tokens at a stop token or its length limit; mark rows done. lp (b,): the log-prob
+        of each row's (single) new token, when recorded."""
         rows_new = new.tolist()
         counts = n_new.tolist()
+        lps = None if lp is None else [[v] for v in lp.tolist()]
         out, reasons = [], []
         for i, (toks, n) in enumerate(zip(rows_new, counts)):
             if done[i]:
                 out.append([])
                 reasons.append(done[i])
+                if lps is not None:
+                    lps[i] = []
                 continue
             toks = toks[:min(n, limit[i] - lengths[i])]
             for j, t in enumerate(toks):
@@ -301,7 +327,15 @@ class Engine:
             stats.new_tokens += len(toks)
             out.append(toks)
             reasons.append(done[i])
-        return StepOutput(out, reasons)
+            if lps is not None:
+                lps[i] = lps[i][:len(toks)]
+        return StepOutput(out, reasons, lps)
+
+
+def token_logprob(logits: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """logits (b, V) and the sampled token (b,) -> (b,) fp32 log-softmax of the raw logits at the token: the
+    same computation as kexa.train.rl.token_logprobs (cross-entropy in fp32), so rollout and trainer agree."""
+    return -torch.nn.functional.cross_entropy(logits.float(), token, reduction="none")
 
 
 def same_length_runs(prompts: list[list[int]]) -> list[slice]:

@@ -26,6 +26,8 @@ next-token CE" hands the loop
   - `train(loss=...)`: a StepLoss `(model, batch, mtp_weight, balance_coef) -> (loss, parts, out)`
     whose loss is a mean over the batch's target tokens (labels != -100), like `model_loss`;
   - `train(extra_eval=...)`: its own evaluation, run with the held-out loss (train.eval_every, last step);
+  - `train(step_metrics=...)`: its own per-step metrics (m -> dict merged into the step's line; RL's
+    rewards and importance weights);
   - the frozen router through `[balance] freeze_router` (BiasBalancer).
 Everything else — token-weighted accumulation, clipping, the non-finite guard, bias updates,
 checkpoints and exact resume (the source's state is saved with the step) — stays the one loop.
@@ -296,6 +298,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
           load_model: Callable[[Path], KExaone] = KExaone.from_pretrained,
           export_model: Callable[[KExaone], KExaone] | None = None,
           prepare_model: Callable[[KExaone], KExaone] | None = None,
+          step_metrics: Callable[[dict], dict] | None = None,
           allow_schedule_change: bool = False) -> TrainResult:
     """Run (or resume) the recipe's optimiser steps in `run_dir`; see the module docstring.
 
@@ -307,6 +310,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     export_model(model): applied once before RUN/model is written (LoRA: merge the adapters);
     prepare_model(model): applied to the model built for a sharded (torchrun) resume before its shards
     are loaded (LoRA: add the adapters, so the checkpoint's adapter shards have somewhere to go);
+    step_metrics(m) -> the stage's own numbers about this step (rollout rewards, IS statistics), merged
+    into the step's metrics line `m` before it is written;
     allow_schedule_change: resume even if another train.steps moves the WSD / curriculum boundaries
     (`schedule_change`; the old and new boundaries are printed)."""
     run_dir = Path(run_dir)
@@ -455,8 +460,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                      "grad_norm": float(grad_norm), "tokens": tokens_seen, "tok_per_s": step_tokens / dt,
                      "step_s": dt, "stage": stage, "skipped": not finite, "target_tokens": int(n_global[0]),
                      **balance_metrics}
-                if hasattr(loader, "step_metrics"):  # a stage's own numbers about this step's batch (rollout rewards)
-                    m |= loader.step_metrics()
+                if step_metrics is not None:
+                    m |= step_metrics(m)
                 last = step == tc.steps
                 if last or (tc.eval_every and step % tc.eval_every == 0):
                     if eval_set:

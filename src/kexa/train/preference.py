@@ -609,7 +609,8 @@ def preference(pr: PreferenceRecipe, run_dir: str | Path, init_from: str | Path,
     data = TrainData({}, tokenizer=tokenizer, vocab_size=tokenizer.vocab_size, batches=batches, eval_set=[])
     result = train(pr.recipe, run_dir, data, resume=resume, model=model, quiet=quiet, on_step=on_step,
                    loss=batches.loss, extra_eval=run_eval, desc="preference",
-                   load_model=lambda path: batches.attach(KExaone.from_pretrained(path)))
+                   load_model=lambda path: batches.attach(KExaone.from_pretrained(path)),
+                   step_metrics=lambda m: batches.step_metrics())
     reports["judge"] = judge_counts(judges)
     eval_path.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n", "utf-8")
     return result

@@ -17,6 +17,9 @@ truncated at C and carries no gradient (truncated IS, Yao et al. 2025), so d L /
 dropped before the update (unlike EXAONE 4.0, which kept all-wrong groups): their advantages are 0 and
 they take no part in the global mean/std.
 
+The stage that trains with it (`kexa rl`: rollouts through kexa's engine, the recipe, metrics, resume) is
+kexa.train.rl_stage; `main` below is its command.
+
 Shapes: P prompts, G responses per prompt, R = rows (responses in the update batch), T = response tokens.
 Choices the report leaves open, settled here and in docs/rl.md: the population std (unbiased=False;
 `unbiased=True` for the sample std), ε = 1e-6, and the token-level weighting by default
@@ -120,3 +123,9 @@ def agapo_stats(logp: torch.Tensor, rollout_logp: torch.Tensor, advantages: torc
             "is_truncated_frac": float(((log_ratio.exp() > clip) & mask).sum() / n),
             "adv_abs_mean": float(advantages.float().abs().mean()) if advantages.numel() else 0.0,
             "log_ratio_mean": float(log_ratio.sum() / n)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`kexa rl`: the stage lives in kexa.train.rl_stage (rollouts, recipe, metrics, resume); the objective here."""
+    from .rl_stage import main as stage_main
+    return stage_main(argv)
