@@ -569,10 +569,11 @@ def preference(pr: PreferenceRecipe, run_dir: str | Path, init_from: str | Path,
     from ..model.transformer import KExaone
     from ..tokenizer import Tokenizer
     from . import checkpoint as ckpt
-    from .loop import TrainData, build_model, train, world
+    from . import dist
+    from .loop import TrainData, build_model, train
     from .sft import check_model_folder, resolve_task
     run_dir = Path(run_dir)
-    if world()[1] > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if dist.world_size() > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RecipeError("kexa preference runs in one process (rollouts go through the in-process Engine)")
     folder = check_model_folder(init_from)
     tokenizer = Tokenizer.from_pretrained(folder)

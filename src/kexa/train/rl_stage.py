@@ -62,7 +62,8 @@ from ..model.transformer import KExaone
 from ..tokenizer import specials as S
 from ..tokenizer.chat import encode_chat
 from . import checkpoint as ckpt
-from .loop import NonFiniteError, TrainData, TrainResult, build_model, train, world
+from . import dist
+from .loop import NonFiniteError, TrainData, TrainResult, build_model, train
 from .recipe import Recipe, RecipeError, _section, apply_overrides, read_toml, recipe_from_dict
 from .rl import agapo_loss, agapo_stats, group_advantages, token_logprobs, zero_variance_mask
 from .sft import LANGS, SourceConfig, check_model_folder, resolve_task
@@ -431,7 +432,7 @@ def rl(rr: RLRecipe, run_dir: str | Path, init_from: str | Path, resume: bool = 
     run_dir = Path(run_dir)
     folder = check_model_folder(init_from)
     tokenizer = Tokenizer.from_pretrained(folder)
-    if world()[1] > 1:
+    if dist.world_size() > 1:
         raise RecipeError("kexa rl runs in one process (in-process rollouts need the whole model); "
                           "not under torchrun")
     tasks = {s.name: resolve_task(s.task) for s in rr.sources}
