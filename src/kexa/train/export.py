@@ -7,7 +7,7 @@
 --checkpoint takes a run folder (its newest valid checkpoint), one checkpoint folder (its manifest
 is verified first; a sharded torchrun checkpoint is read from its torch.distributed.checkpoint files,
 tensor by tensor, in one process) or a model folder. The output is what released K-EXAONE checkpoints look like,
-so transformers, vLLM and SGLang serve it (docs/serving_engines.md):
+so transformers, vLLM and SGLang serve it (docs/serving.md):
     config.json               both architecture spellings, the engines' `ExaoneMoEForCausalLM` first;
                               top-level rope_theta beside rope_parameters; dtype and torch_dtype
     generation_config.json    the report's sampling defaults: temperature 1.0, top_p 0.95, and
