@@ -48,7 +48,8 @@ from ..data.sft_pack import (ConversationError, ListSource, PackedConversations,
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from . import checkpoint as ckpt
-from .loop import NonFiniteError, TrainData, TrainResult, build_model, train, world
+from . import dist as D
+from .loop import NonFiniteError, TrainData, TrainResult, build_model, train
 from .recipe import Recipe, RecipeError, _section, apply_overrides, read_toml, recipe_from_dict
 
 LANGS = ("ko", "en", "es", "de", "ja", "vi")
@@ -263,7 +264,7 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
         parallel.init_distributed(ep_size=sr.recipe.train.ep_size)
     except ValueError as e:
         raise RecipeError(f"train.ep_size: {e}") from e
-    rank, world_size = world()
+    rank, world_size = D.rank(), D.world_size()
     data = build_data(sr, tokenizer, rank, world_size)
     if sr.sft.epochs:
         steps = steps_for_epochs(sr, data, tokenizer)
