@@ -61,7 +61,7 @@ def test_sft_stage_starts_from_the_extended_model_and_becomes_the_final_model(ru
         final = KExaone.from_pretrained(rundir / "model")(x).logits
         assert torch.equal(final, KExaone.from_pretrained(rundir / "sft" / "model")(x).logits)
         assert not torch.equal(final, KExaone.from_pretrained(rundir / "extend" / "model")(x).logits)
-    assert json.loads((rundir / "model" / "tokenizer_config.json").read_text())["chat_template"]  # kexa serve renders it
+    assert json.loads((rundir / "model" / "tokenizer_config.json").read_text())["chat_template"]  # what serve renders
     ev = json.loads((rundir / "eval.json").read_text())
     assert ev["final_model"] == "sft" and "final" in ev["short_context"]
     # the report's SFT section is kexa sft's own (sft_eval.json), with both columns, modes and languages
@@ -116,4 +116,5 @@ def test_fresh_redoes_every_stage_including_sft(run, capsys):
     out = capsys.readouterr().out
     assert not any(f"{s.name}: done" in out for s in STAGES)
     assert f"[{[s.name for s in STAGES].index('sft') + 1}/{len(STAGES)}] sft: supervised fine-tuning" in out
-    assert state["sft"]["wall_s"] != before["sft"]["wall_s"] and "## SFT: held-out" in (rundir / "report.md").read_text()
+    assert state["sft"]["wall_s"] != before["sft"]["wall_s"]
+    assert "## SFT: held-out" in (rundir / "report.md").read_text()

@@ -102,16 +102,15 @@ def write_report(run_dir: str | Path) -> Path:
     if pre.get("final_val_loss") is not None:
         add(f"| final pre-training held-out loss | {pre['final_val_loss']:.4f} |")
     sc = ev.get("short_context", {})
-    if sc:
-        final = f" → {sc['final']['val_loss']:.4f}" if "final" in sc else ""
-        add(f"| short-context held-out loss, pre-trained → extended{' → final (' + ev.get('final_model', '?') + ')' if final else ''} | "
-            f"{sc['pretrained']['val_loss']:.4f} → {sc['extended']['val_loss']:.4f}{final} |")
+    if sc:  # "final": the post-trained model, when the run has a stage after extension
+        names = ["pre-trained", "extended"] + ([f"final ({ev.get('final_model', '?')})"] if "final" in sc else [])
+        losses = [sc[k]["val_loss"] for k in ("pretrained", "extended", "final") if k in sc]
+        add(f"| short-context held-out loss, {' → '.join(names)} | {' → '.join(f'{v:.4f}' for v in losses)} |")
     for mode in sft_eval.get("after", {}).get("accuracy_mean", {}):
-        before = sft_eval.get("before", {})
-        acc = (f"{before['accuracy_mean'][mode]:.2f} → " if before else "") + f"{sft_eval['after']['accuracy_mean'][mode]:.2f}"
-        comp = (f"{before['compliance'][mode]:.2f} → " if before else "") + f"{sft_eval['after']['compliance'][mode]:.2f}"
-        add(f"| SFT, {mode.replace('_', '-')} mode: held-out task accuracy, before → after | {acc} |")
-        add(f"| SFT, {mode.replace('_', '-')} mode: template compliance, before → after | {comp} |")
+        for key, label in (("accuracy_mean", "held-out task accuracy"), ("compliance", "template compliance")):
+            values = [sft_eval[w][key][mode] for w in ("before", "after") if w in sft_eval]
+            add(f"| SFT, {mode.replace('_', '-')} mode: {label}, before → after | "
+                f"{' → '.join(f'{v:.2f}' for v in values)} |")
     if tokcmp:
         add(f"| SuperBPE bytes/token gain over plain BPE (mean of domains) | {100 * tokcmp['mean_gain']:+.1f}% "
             f"(natural languages {100 * natural_gain(tokcmp):+.1f}%) |")
