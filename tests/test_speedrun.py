@@ -6,7 +6,7 @@ import torch
 
 from kexa import KExaone
 from kexa.report import SECTIONS
-from kexa.speedrun import REPO, STAGES, SpeedrunConfig, speedrun
+from kexa.speedrun import REPO, STAGES, Context, SpeedrunConfig, final_stage, speedrun
 from kexa.tokenizer import Tokenizer
 
 
@@ -18,7 +18,9 @@ def run(tmp_path_factory):
         recipe_overrides=[f"data.cache_dir={json.dumps(str(root / 'cache'))}", "data.corpus_bytes=40000",
                           "data.vocab_size=600", "train.steps=12", "train.save_every=0", "train.eval_every=6"],
         extend_overrides=["extend.max_rounds=1", "niah.samples=1", "niah.depths=[0.0, 1.0]"],
-        extend_stage_steps=[3, 2], decode_new_tokens=8, decode_repeats=1, speculative_k=(1,))
+        extend_stage_steps=[3, 2], decode_new_tokens=8, decode_repeats=1, speculative_k=(1,),
+        sft=REPO / "configs/sft_quick.toml",
+        sft_overrides=["train.steps=3", "sft.eval_n=1", "sft.eval_max_new_tokens=12", "train.plot=false"])
     state = speedrun(root / "run", cfg)
     return root / "run", cfg, state
 
@@ -45,12 +47,43 @@ def test_every_stage_ran_and_left_valid_artefacts(run):
     assert (rundir / "loss.png").exists() and (rundir / "balance.png").exists()
 
 
+def test_sft_stage_starts_from_the_extended_model_and_becomes_the_final_model(run):
+    rundir, cfg, state = run
+    names = [s.name for s in STAGES]
+    assert names.index("extend") < names.index("sft") < names.index("evaluate")
+    assert Context(rundir, cfg, state).model_before("sft") == rundir / "extend" / "model"
+    assert final_stage().name == "sft"
+    summary = state["sft"]["summary"]
+    assert summary["steps"] == 3 and set(summary["accuracy_before"]) == {"reasoning", "non_reasoning"}
+    # RUN/model is the SFT model, not the extended one
+    x = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        final = KExaone.from_pretrained(rundir / "model")(x).logits
+        assert torch.equal(final, KExaone.from_pretrained(rundir / "sft" / "model")(x).logits)
+        assert not torch.equal(final, KExaone.from_pretrained(rundir / "extend" / "model")(x).logits)
+    assert json.loads((rundir / "model" / "tokenizer_config.json").read_text())["chat_template"]  # what serve renders
+    ev = json.loads((rundir / "eval.json").read_text())
+    assert ev["final_model"] == "sft" and "final" in ev["short_context"]
+    # the report's SFT section is kexa sft's own (sft_eval.json), with both columns, modes and languages
+    report = (rundir / "report.md").read_text()
+    sft_eval = json.loads((rundir / "sft" / "sft_eval.json").read_text())
+    from kexa.eval.tasks_eval import report_markdown
+    from kexa.report import SFT_TITLE
+    assert report_markdown(sft_eval, SFT_TITLE) in report
+    for col in ("before reasoning", "before non-reasoning", "after reasoning", "after non-reasoning"):
+        assert col in report
+    assert {s["lang"] for s in sft_eval["after"]["samples"]} == {"en", "ko"}
+    assert "*reasoning, " in report and "*non_reasoning, " in report and "| compliant |" in report
+    assert "SFT, reasoning mode: held-out task accuracy, before → after" in report
+
+
 def test_rerun_skips_and_corrupted_output_is_redone(run, capsys):
     rundir, cfg, state = run
     capsys.readouterr()
     speedrun(rundir, cfg)
     out = capsys.readouterr().out
     assert all(f"{s.name}: done" in out for s in STAGES)
+    assert out.strip().splitlines()[-1].startswith(f"Chat with the model:  kexa serve --model {rundir / 'model'}")
     before = json.loads((rundir / "stages.json").read_text())["pretrain"]["wall_s"]
     (rundir / "eval.json").write_text("{broken")  # corrupt the evaluation stage's output
     speedrun(rundir, cfg)
@@ -59,3 +92,29 @@ def test_rerun_skips_and_corrupted_output_is_redone(run, capsys):
     after = json.loads((rundir / "stages.json").read_text())
     assert after["pretrain"]["wall_s"] == before
     json.loads((rundir / "eval.json").read_text())
+
+
+def test_lost_sft_output_redoes_sft_and_later_stages_only(run, capsys):
+    rundir, cfg, _ = run
+    before = json.loads((rundir / "stages.json").read_text())
+    (rundir / "sft" / "sft_eval.json").unlink()
+    capsys.readouterr()
+    speedrun(rundir, cfg)
+    out = capsys.readouterr().out
+    assert "extend: done" in out and "sft: recorded as done but its output is missing or invalid" in out
+    assert "] evaluate: evaluation" in out and "] report: report card" in out  # the later stages' banners
+    after = json.loads((rundir / "stages.json").read_text())
+    assert after["extend"]["wall_s"] == before["extend"]["wall_s"]
+    assert after["sft"]["wall_s"] != before["sft"]["wall_s"] and (rundir / "sft" / "sft_eval.json").exists()
+
+
+def test_fresh_redoes_every_stage_including_sft(run, capsys):
+    rundir, cfg, _ = run
+    before = json.loads((rundir / "stages.json").read_text())
+    capsys.readouterr()
+    state = speedrun(rundir, cfg, fresh=True)
+    out = capsys.readouterr().out
+    assert not any(f"{s.name}: done" in out for s in STAGES)
+    assert f"[{[s.name for s in STAGES].index('sft') + 1}/{len(STAGES)}] sft: supervised fine-tuning" in out
+    assert state["sft"]["wall_s"] != before["sft"]["wall_s"]
+    assert "## SFT: held-out" in (rundir / "report.md").read_text()

@@ -1,7 +1,7 @@
 """The speedrun's report card: RUN/report.md + PNG plots, rebuilt from the run's own logs.
 
 Every number comes from files the run wrote (stages.json, tokenizer_compare.json,
-pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, eval.json), so
+pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, sft/sft_eval.json, eval.json), so
 `kexa report RUN` regenerates the same report at any time. Plots need matplotlib (`kexa[plot]`);
 without it the report is written with tables only and says so.
 
@@ -22,7 +22,8 @@ from pathlib import Path
 from .plots import plot_balance, plot_losses, pyplot
 
 SECTIONS = ["Headline", "Machine", "Tokenizer", "Parameters", "Pre-training", "Expert balance",
-            "Context extension", "Decoding", "KV cache", "Samples", "Wall time"]
+            "Context extension", "SFT", "Decoding", "KV cache", "Samples", "Wall time"]
+SFT_TITLE = "SFT: held-out tasks before / after"  # the section kexa.eval.tasks_eval.report_markdown writes
 
 
 NATURAL = ("ko", "en", "es", "de", "ja", "vi")  # generated stem text lifts the all-domain mean: shown apart
@@ -79,6 +80,7 @@ def write_report(run_dir: str | Path) -> Path:
     rows = _read_jsonl(run / "pretrain" / "metrics.jsonl")
     ext_log = _read_jsonl(run / "extend" / "extend_log.jsonl")
     ev = _read_json(run / "eval.json")
+    sft_eval = _read_json(run / "sft" / "sft_eval.json")
     md: list[str] = []
     add = md.append
 
@@ -100,9 +102,15 @@ def write_report(run_dir: str | Path) -> Path:
     if pre.get("final_val_loss") is not None:
         add(f"| final pre-training held-out loss | {pre['final_val_loss']:.4f} |")
     sc = ev.get("short_context", {})
-    if sc:
-        add(f"| short-context held-out loss, pre-trained → extended | "
-            f"{sc['pretrained']['val_loss']:.4f} → {sc['extended']['val_loss']:.4f} |")
+    if sc:  # "final": the post-trained model, when the run has a stage after extension
+        names = ["pre-trained", "extended"] + ([f"final ({ev.get('final_model', '?')})"] if "final" in sc else [])
+        losses = [sc[k]["val_loss"] for k in ("pretrained", "extended", "final") if k in sc]
+        add(f"| short-context held-out loss, {' → '.join(names)} | {' → '.join(f'{v:.4f}' for v in losses)} |")
+    for mode in sft_eval.get("after", {}).get("accuracy_mean", {}):
+        for key, label in (("accuracy_mean", "held-out task accuracy"), ("compliance", "template compliance")):
+            values = [sft_eval[w][key][mode] for w in ("before", "after") if w in sft_eval]
+            add(f"| SFT, {mode.replace('_', '-')} mode: {label}, before → after | "
+                f"{' → '.join(f'{v:.2f}' for v in values)} |")
     if tokcmp:
         add(f"| SuperBPE bytes/token gain over plain BPE (mean of domains) | {100 * tokcmp['mean_gain']:+.1f}% "
             f"(natural languages {100 * natural_gain(tokcmp):+.1f}%) |")
@@ -189,6 +197,21 @@ def write_report(run_dir: str | Path) -> Path:
                 shutil.copyfile(pick, dest)
                 add(f"NIAH {label} (`{pick.name}`):\n\n![{label}]({dest.name})\n")
 
+    # SFT: the section kexa sft wrote from its own evaluation (sft_eval.json), not re-computed
+    sft_stage = stages.get("sft", {}).get("summary", {})
+    if sft_eval:
+        from .eval.tasks_eval import report_markdown
+        add(report_markdown(sft_eval, SFT_TITLE))
+        if sft_stage.get("final_train_loss") is not None:
+            add(f"{sft_stage.get('steps')} optimiser steps from the extended model; final train loss "
+                f"{sft_stage['final_train_loss']:.4f}"
+                + (f", held-out task-conversation loss {sft_stage['final_val_loss']:.4f}"
+                   if sft_stage.get("final_val_loss") is not None else "") + ".\n")
+        if (run / "sft" / "training.png").exists():
+            add("![SFT training](sft/training.png)\n")
+    else:
+        add("## SFT\n\n(no SFT stage in this run)\n")
+
     # decoding
     add("## Decoding\n")
     dec = ev.get("decode", {})
@@ -215,15 +238,17 @@ def write_report(run_dir: str | Path) -> Path:
 
     # samples
     add("## Samples\n")
+    add(f"Raw continuations (no chat template) by the final model ({ev.get('final_model', 'extend')}).\n")
     for s in ev.get("samples", []):
         add(f"- **{s['prompt']}** → {s['completion']!r}")
     add("")
 
     # wall time
     add("## Wall time\n")
-    add("| stage | wall time |\n|---|---|")
+    add("| stage | wall time | final train loss |\n|---|---|---|")
     for name, s in stages.items():
-        add(f"| {name} | {s.get('wall_s', 0):.0f} s |")
+        loss = s.get("summary", {}).get("final_train_loss")
+        add(f"| {name} | {s.get('wall_s', 0):.0f} s | {'' if loss is None else f'{loss:.4f}'} |")
     add("")
     if pyplot() is None:
         add("_matplotlib is not installed: plots were skipped (pip install 'kexa[plot]')._\n")

@@ -4,18 +4,39 @@
     tokenizer the same corpus through plain BPE of the same vocabulary: bytes/token per domain
     pretrain  Muon + WSD, 3-stage curriculum, balance loss + expert-bias updates, MTP (kexa pretrain)
     extend    context extension in two stages (8x, 32x), each gated by NIAH (kexa extend)
-    evaluate  held-out loss, decode tok/s plain vs MTP-speculative, KV-cache bytes, expert loads,
-              sample generations                                    -> RUN/eval.json
+    sft       supervised fine-tuning of the extended model, reasoning on and off, on kexa.tasks
+              (kexa sft): held-out accuracy by task x mode and template compliance, before/after
+    evaluate  the final model (the last post-training stage's): held-out loss of every stage's model,
+              decode tok/s plain vs MTP-speculative, KV-cache bytes, expert loads, samples -> RUN/eval.json
     report    RUN/report.md + PNGs (kexa.report; `kexa report RUN` redoes it from the logs)
 
 Idempotent: RUN/stages.json records each finished stage with its wall time and summary; a stage is
 skipped when it is recorded *and* its output still validates (model folders load, JSON parses);
-a missing or corrupted output is redone together with every later stage. `--fresh` redoes all
-(the data cache under cache/ is kept: it is keyed by content). A failing stage prints its name, the
-cause and how to resume. RUN/model/ is the final model (HF layout + tokenizer).
+a missing or corrupted output is redone together with every later stage (extend and sft, which train
+from the previous stage's model, restart whole: their checkpoints belong to the old start). `--fresh`
+redoes all (the data cache under cache/ is kept: it is keyed by content). A failing stage prints its name, the
+cause and how to resume. RUN/model/ is the final model (HF layout + tokenizer + chat template): the
+model of the last model-producing stage in STAGES (today `sft`); the run's last line says how to chat
+with it (`kexa serve --model RUN/model`, then open the page).
 
-    kexa speedrun                      # nano, ~30 min on 2 cores
-    kexa speedrun --quick              # tiny, a few minutes: the smoke run
+The stages are one table, STAGES (bottom of this file). A post-training stage (rl, preference) is one
+entry there plus its function and its config in SpeedrunConfig:
+
+    def stage_rl(ctx):                                   # init from the model before it in the table
+        result = rl(load_rl_recipe(ctx.cfg.rl, ctx.cfg.rl_overrides), ctx.run / "rl",
+                    init_from=ctx.model_before("rl"))
+        return {"steps": result.step, ...}               # summary: stages.json and the stage's line
+    Stage("rl", "RL with verifiable rewards (AGAPO)", stage_rl,
+          lambda r: _loads(r / "rl" / "model"), model="rl/model"),   # after "sft", before "evaluate"
+
+`model=` marks the stage's output model: the next model-producing stage starts from it, and the
+last one becomes RUN/model (evaluated by `evaluate`). An evaluation-only stage (`kexa eval run`)
+goes after `evaluate` with no `model=`, writing RUN/eval/results.json, plus a section in kexa.report
+that reads it (as the SFT section reads sft/sft_eval.json).
+
+    kexa speedrun                      # nano: ~25 min on 2 cores before SFT; the SFT stage is not yet timed on nano
+    kexa speedrun --quick              # tiny: 116 s with a warm data cache on a loaded 2-core machine
+                                       # (benchmarks/speedrun_quick.py; SFT 27 s of it)
     kexa speedrun --run-dir runs/x --fresh
 """
 
@@ -48,14 +69,16 @@ class SpeedrunConfig:
     decode_new_tokens: int = 64
     decode_repeats: int = 3
     speculative_k: tuple[int, ...] = (1, 2)
+    sft: Path = REPO / "configs/sft_quick.toml"  # SFT recipe (TOML, as `kexa sft --config`)
+    sft_overrides: list[str] = field(default_factory=list)
 
     @classmethod
     def named(cls, quick: bool) -> "SpeedrunConfig":
         if quick:  # tiny model, shortened extension: the smoke run (a few minutes)
             return cls(REPO / "configs/tiny.toml", REPO / "configs/extend_tiny.toml",
                        extend_overrides=["extend.max_rounds=1"], extend_stage_steps=[60, 20],
-                       decode_new_tokens=32, decode_repeats=2)
-        # nano within the ~30-minute budget of an idle 2-core CPU: the nano recipes cut to 120
+                       decode_new_tokens=32, decode_repeats=2, sft=REPO / "configs/sft_quick.toml")
+        # nano: the stages before SFT fit ~25 minutes of an idle 2-core CPU: the nano recipes cut to 120
         # pre-training steps of 2,048 tokens (~5.5 s each: fwd+bwd 2.9 s, Muon's Newton-Schulz 2.5 s)
         # and one round per extension stage; `kexa pretrain --config configs/nano.toml` is the long run
         return cls(REPO / "configs/nano.toml", REPO / "configs/extend_nano_256.toml",
@@ -63,7 +86,13 @@ class SpeedrunConfig:
                                      "train.threads=2"],
                    extend_overrides=["extend.max_rounds=1", "niah.samples=1", "niah.depths=[0.0, 0.5, 1.0]",
                                      'niah.languages=["en", "ko"]'],
-                   extend_stage_steps=[20, 6])
+                   extend_stage_steps=[20, 6],
+                   # SFT cut to fit the budget (not yet measured on nano): configs/sft_nano.toml's sources
+                   # and optimiser, 60 steps of one 4x1024-token micro-batch, one evaluation at the end
+                   sft=REPO / "configs/sft_nano.toml",
+                   sft_overrides=["train.steps=60", "data.grad_accum=1", "train.eval_every=0",
+                                  "train.save_every=20", "sft.eval_n=2", 'sft.eval_langs=["en", "ko"]',
+                                  "sft.eval_max_new_tokens=160"])
 
 
 @dataclass
@@ -90,6 +119,19 @@ class Context:
             from .train.prepare import prepare_data
             self.data = prepare_data(self.load_recipe())
         return self.data
+
+    def model_before(self, name: str) -> Path:
+        """The output model of the last model-producing stage before stage `name`: where it starts."""
+        names = [s.name for s in STAGES]
+        earlier = [s for s in STAGES[:names.index(name)] if s.model]
+        if not earlier:
+            raise ValueError(f"stage {name!r} has no model-producing stage before it in STAGES")
+        return self.run / earlier[-1].model
+
+
+def final_stage() -> "Stage":
+    """The last model-producing stage: its model becomes RUN/model."""
+    return [s for s in STAGES if s.model][-1]
 
 
 # ---------------------------------------------------------------------- stages
@@ -161,6 +203,27 @@ def stage_extend(ctx: Context) -> dict:
     return {"passed": result.passed, "rounds": result.rounds}
 
 
+def stage_sft(ctx: Context) -> dict:
+    """kexa sft from the extended model; its own evaluation (before/after, both modes) lands in
+    sft/sft_eval.json + sft/sft_report.md, which the report reuses."""
+    from .train.sft import EVAL_FILE, load_sft_recipe, sft
+    sr = load_sft_recipe(ctx.cfg.sft, ctx.cfg.sft_overrides)
+    run = ctx.run / "sft"
+    if run.exists():  # its checkpoints belong to the starting model of an earlier attempt: redo whole
+        shutil.rmtree(run)
+    result = sft(sr, run, ctx.model_before("sft"))
+    if result.interrupted:
+        raise KeyboardInterrupt
+    ev = json.loads((run / EVAL_FILE).read_text())
+    last_val = next((r["val_loss"] for r in reversed(result.history) if "val_loss" in r), None)
+    out = {"steps": result.step, "final_train_loss": result.last_loss, "final_val_loss": last_val}
+    for when in ("before", "after"):
+        if when in ev:
+            out[f"accuracy_{when}"] = ev[when]["accuracy_mean"]
+            out[f"compliance_{when}"] = ev[when]["compliance"]
+    return out
+
+
 def stage_evaluate(ctx: Context) -> dict:
     from .eval.decode import decode_benchmark
     from .infer.cache import KVCache, full_attention_cache_bytes
@@ -174,15 +237,19 @@ def stage_evaluate(ctx: Context) -> dict:
     final = ctx.run / "model"
     if final.exists():
         shutil.rmtree(final)
-    shutil.copytree(ctx.run / "extend" / "model", final)
+    last = final_stage()
+    shutil.copytree(ctx.run / last.model, final)
     model = KExaone.from_pretrained(final)
-    pre = KExaone.from_pretrained(ctx.run / "pretrain" / "model")
     recipe, data = ctx.load_recipe(), ctx.train_data()
     tok = data.tokenizer
     seq = recipe.data.seq_len
     batches = heldout_batches(data.heldout, seq, recipe.data.batch_size, max(recipe.data.eval_batches, 4), 0, 1)
     cpu = torch.device("cpu")
-    short = {"pretrained": evaluate(pre, batches, cpu, "fp32"), "extended": evaluate(model, batches, cpu, "fp32")}
+    # short-context held-out loss (pre-training data) of every stage's model: what each stage cost there
+    short = {"pretrained": evaluate(KExaone.from_pretrained(ctx.run / "pretrain" / "model"), batches, cpu, "fp32"),
+             "extended": evaluate(KExaone.from_pretrained(ctx.run / "extend" / "model"), batches, cpu, "fp32")}
+    if last.name not in ("pretrain", "extend"):
+        short["final"] = evaluate(model, batches, cpu, "fp32")
 
     # expert loads of the final model over the held-out batches (one (M, E) heat map)
     loads = None
@@ -213,12 +280,13 @@ def stage_evaluate(ctx: Context) -> dict:
             max_new_tokens=40, temperature=0.8, top_p=0.95, seed=0, stop_token_ids=[tok.eos_id]))
         samples.append({"prompt": prompt_text, "completion": tok.decode(res.token_ids[0])})
 
-    out = {"params": parameter_counts(model.config), "short_context": short,
+    out = {"final_model": last.name, "params": parameter_counts(model.config), "short_context": short,
            "expert_loads": loads.tolist(), "maxvio_per_layer": vio.tolist(), "decode": decode,
            "kv_cache": kv, "samples": samples}
     (ctx.run / "eval.json").write_text(json.dumps(out, indent=2))
     return {"val_loss_pretrained": short["pretrained"].get("val_loss"),
             "val_loss_extended": short["extended"].get("val_loss"),
+            **({"val_loss_final": short["final"].get("val_loss")} if "final" in short else {}),
             "speculative_speedup": {k: v["speedup"] for k, v in decode["speculative"].items()}}
 
 
@@ -253,6 +321,7 @@ class Stage:
     title: str
     run: Callable[[Context], dict]
     valid: Callable[[Path], bool]
+    model: str | None = None  # the model folder it produces, relative to RUN (the next stage starts from it)
 
 
 STAGES = [
@@ -260,9 +329,13 @@ STAGES = [
     Stage("tokenizer", "SuperBPE vs plain BPE, bytes per token", stage_tokenizer,
           lambda r: _json(r / "tokenizer_compare.json")),
     Stage("pretrain", "pre-training: Muon + WSD, curriculum, MoE balance, MTP", stage_pretrain,
-          lambda r: _loads(r / "pretrain" / "model")),
+          lambda r: _loads(r / "pretrain" / "model"), model="pretrain/model"),
     Stage("extend", "context extension gated by needle-in-a-haystack", stage_extend,
-          lambda r: _loads(r / "extend" / "model") and (r / "extend" / "extend_log.jsonl").exists()),
+          lambda r: _loads(r / "extend" / "model") and (r / "extend" / "extend_log.jsonl").exists(),
+          model="extend/model"),
+    Stage("sft", "supervised fine-tuning, reasoning on and off (kexa.tasks)", stage_sft,
+          lambda r: _loads(r / "sft" / "model") and _json(r / "sft" / "sft_eval.json"), model="sft/model"),
+    # rl, preference: here, one entry each (model="rl/model", ...); see the module docstring
     Stage("evaluate", "evaluation: loss, decode speed, KV cache, samples", stage_evaluate,
           lambda r: _json(r / "eval.json") and _loads(r / "model")),
     Stage("report", "report card", stage_report, lambda r: (r / "report.md").exists()),
@@ -311,7 +384,7 @@ def speedrun(run_dir: str | Path, cfg: SpeedrunConfig, fresh: bool = False) -> d
         ctx.save_state()
         print(stage_line(stage.name, wall, summary), flush=True)
     print(f"\nspeedrun finished in {time.perf_counter() - t_all:.0f}s (this invocation). Report: {run / 'report.md'}\n"
-          f"Talk to the model:  kexa chat --model {run / 'model'}")
+          f"Chat with the model:  kexa serve --model {run / 'model'}   then open http://127.0.0.1:8000/")
     return state
 
 
