@@ -26,9 +26,9 @@ tokens of the optimiser step's batch. The per-step RL metrics go into metrics.js
 seed derives from it —, the pending micro-batches of a half-used rollout batch and their metrics) is saved
 with each checkpoint.
 
-Rollout source: one interface (`RolloutSource`: generate(prompts, params) -> token ids + log-probs; sync(model)
-after each optimiser step). `EngineRollouts` is the in-process engine over the trainer's own weights (sync is
-nothing). A vLLM/SGLang server path fits the same interface (docs/rl.md: weight sync, server log-probs, C).
+Rollout source: one interface, shared with `kexa preference` (kexa.train.group_rollout: `RolloutSource`:
+generate(prompts, params) -> token ids + log-probs; sync(model) after each optimiser step). `EngineRollouts` is
+the in-process engine over the trainer's own weights (sync is nothing). A vLLM/SGLang server path fits the same interface (docs/rl.md: weight sync, server log-probs, C).
 
 metrics.jsonl per step (beside the loop's loss, lr, grad_norm, tok_per_s, ...): rollout (batch index),
 reward_mean, reward/<task>, accuracy, accuracy/<task>, filtered_frac, adv_abs_mean, response_len, truncated_frac,
@@ -46,20 +46,19 @@ import argparse
 import dataclasses
 import json
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from ..data.loader import IGNORE
-from ..infer.engine import Engine
 from ..infer.sampling import SamplingParams
 from ..model.transformer import KExaone
 from ..tokenizer import specials as S
 from ..tokenizer.chat import encode_chat
 from . import dist, stage
+from .group_rollout import EngineRollouts, Rollout, RolloutSource
 from .loop import TrainData, TrainResult, train
 from .recipe import Recipe, RecipeError, _section, recipe_from_dict
 from .rl import agapo_loss, agapo_stats, group_advantages, token_logprobs, zero_variance_mask
@@ -163,48 +162,6 @@ def load_rl_recipe(path: str | Path | None, overrides: list[str] | None = None) 
 
 
 # ---------------------------------------------------------------------------- rollouts
-@dataclass
-class Rollout:
-    token_ids: list[list[int]]  # per row: the response's tokens (the stop token included when emitted)
-    logprobs: list[list[float]]  # per row: log μ of each of them
-    finish_reasons: list[str]  # "stop" | "length"
-    seconds: float
-
-
-class RolloutSource(Protocol):
-    """Where rollouts come from: the in-process engine, or (at scale) a vLLM/SGLang server (docs/rl.md)."""
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollout: ...
-
-    def sync(self, model: KExaone) -> None: ...  # make the source sample from the trainer's current weights
-
-
-class EngineRollouts:
-    """kexa's Engine over the trainer's own model: weights are shared, so sync only re-points at the model.
-    Generates in the weights' dtype, restores the model's train mode afterwards. compile=True: the engine's
-    compiled decode step (gpt-fast's recipe; one trace per rollout shape, reused across rollouts since the
-    optimiser updates the same parameter tensors in place; the first rollout pays the compilation)."""
-
-    def __init__(self, model: KExaone | None = None, compile: bool = False):
-        self.model, self.compile, self.engine = model, compile, None
-
-    def sync(self, model: KExaone) -> None:
-        if model is not self.model:
-            self.model, self.engine = model, None
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollout:
-        was_training = self.model.training
-        t0 = time.perf_counter()
-        try:
-            if self.engine is None:
-                self.engine = Engine(self.model, compile=self.compile)  # sets eval mode
-            self.model.eval()
-            res = self.engine.generate(prompts, params, logprobs=True)
-        finally:
-            self.model.train(was_training)
-        return Rollout(res.token_ids, res.logprobs, res.finish_reasons, time.perf_counter() - t0)
-
-
 @dataclass
 class Prompt:
     source: str  # the [[source]] name (the task family in metrics)
