@@ -39,6 +39,8 @@ from typing import Any
 
 from kexa.tokenizer import specials as S
 
+from .jsonl import iter_jsonl
+
 ROLES = ("system", "user", "assistant", "tool")
 # turn-structure tokens: inside a message's text they would forge turns once tokenised
 _STRUCTURE = (S.SYSTEM, S.USER, S.ASSISTANT, S.TOOL, S.END_OF_TURN, S.TOOL_DECLARE, S.PAD, S.BOS)
@@ -234,13 +236,7 @@ def _rows(source: str, split: str, data_files, load_kwargs) -> Iterator[tuple[st
             for i, row in enumerate(rows):
                 yield f"{path}: row {i + 1}", row
             return
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as e:
-                yield f"{path}:{lineno}", ValueError(f"invalid JSON ({e.msg} at column {e.colno})")
+        yield from iter_jsonl(text.splitlines(), path, keep_bad=True)
         return
     if path.exists():
         raise DataError(f"{path}: is a directory; give a .jsonl, .json or .parquet file")

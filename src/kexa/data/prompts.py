@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .jsonl import iter_jsonl
+
 LANGS = ("ko", "en", "es", "de", "ja", "vi")
 SPLITS = ("train", "heldout")
 DATA_DIR = Path(__file__).parent
@@ -115,14 +117,8 @@ def load_prompts(path: str, domain: str) -> list[PromptRow]:
     p = resolve(path)
     rows = []
     with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PromptError(f"{p}:{n}: invalid JSON ({e.msg})") from None
-            rows.append(_row(obj, domain, f"{p}:{n}"))
+        for at, obj in iter_jsonl(f, p, error=PromptError):
+            rows.append(_row(obj, domain, at))
     if not rows:
         raise PromptError(f"{p}: no prompts")
     return rows

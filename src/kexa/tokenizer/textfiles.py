@@ -77,17 +77,12 @@ def iter_documents(path: Path, errors: str = "strict", field: str = "text") -> I
     """Documents of one file: a .txt file is one document; .jsonl/.parquet give one per record."""
     suffix = path.suffix
     if suffix == ".jsonl":
+        from ..data.jsonl import iter_jsonl  # here, not at the top: kexa.data imports this module
         lines = "".join(_decode_stream(path, errors)).splitlines()
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
+        for at, rec in iter_jsonl(lines, path, bad="not a JSON line"):
             text = rec.get(field, rec.get("content")) if isinstance(rec, dict) else None
             if not isinstance(text, str):
-                raise ValueError(f"{path}:{n}: record has no string field {field!r}")
+                raise ValueError(f"{at}: record has no string field {field!r}")
             yield text
     elif suffix == ".parquet":
         try:

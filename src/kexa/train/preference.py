@@ -48,7 +48,10 @@ from typing import Any
 
 import torch
 
-from .recipe import Recipe, RecipeError, _section, apply_overrides, read_toml, recipe_from_dict
+from . import stage
+from .recipe import Recipe, RecipeError, _section, recipe_from_dict
+from .stage import (LANGS, SourceConfig, check_model_folder, freeze_router, init_model, overrides_of, read_sources,
+                    read_stage, refuse_checkpoints, resolve_task, run_command, stage_parser)
 from .rl import EPS, zero_variance_mask
 
 __all__ = ["group_advantages", "grouper_advantages", "grouper_loss", "inverse_perplexity", "simper_loss",
@@ -106,8 +109,6 @@ def grouper_loss(logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tenso
 
 
 # ============================================================================ the stage: `kexa preference`
-LANGS = ("ko", "en", "es", "de", "ja", "vi")
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 PREF_RECIPE = "preference_recipe.json"
 EVAL_FILE = "preference_eval.json"
 REWARDS = ("template", "format", "language", "length", "task", "safety", "judge")
@@ -144,26 +145,6 @@ class PreferenceConfig:
         unknown = sorted(set(self.eval_langs) - set(LANGS))
         if unknown:
             raise ValueError(f"eval_langs has unknown language(s) {unknown}; valid: {list(LANGS)}")
-
-
-@dataclass
-class SourceConfig:
-    name: str  # the domain its prompts belong to (chat, instruct, tool, creative, safety, or your own)
-    weight: float = 1.0
-    file: str = ""  # a prompt file (JSONL; "builtin:<domain>" for the shipped sets) ...
-    task: str = ""  # ... or a kexa.tasks name (instruct, tool, ...)
-    langs: list[str] = field(default_factory=lambda: list(LANGS))  # task sources
-    tiers: list[int] = field(default_factory=lambda: [1])  # task sources
-
-    def __post_init__(self) -> None:
-        if bool(self.task) == bool(self.file):
-            raise ValueError(f"source {self.name!r} needs exactly one of file = '<path | builtin:domain>' or task = '<name>'")
-        if not self.weight >= 0:
-            raise ValueError(f"source {self.name!r}: weight must be >= 0, got {self.weight!r}")
-        unknown = sorted(set(self.langs) - set(LANGS))
-        if unknown or not self.langs or not self.tiers:
-            raise ValueError(f"source {self.name!r}: langs must be a non-empty subset of {list(LANGS)} "
-                             f"(unknown: {unknown}) and tiers non-empty")
 
 
 @dataclass
@@ -219,19 +200,15 @@ EVAL_KEYS = {"eval_n", "eval_langs", "eval_max_new_tokens", "eval_tasks", "eval_
 
 def load_preference_recipe(path: str | Path | None, overrides: list[str] | None = None) -> PreferenceRecipe:
     """Read a preference recipe (configs/preference_tiny.toml shows every section) and apply overrides."""
-    d = apply_overrides(read_toml(path) if path is not None else {}, overrides or [])
+    d = read_stage(path, overrides)
     pref = _section(PreferenceConfig, d.pop("preference", {}), "preference")
     judge = _section(JudgeConfig, d.pop("judge", {}), "judge")
-    raw_sources, raw_rewards = d.pop("source", []), d.pop("reward", [])
-    if not isinstance(raw_sources, list) or not raw_sources:
-        raise RecipeError("a preference recipe needs at least one [[source]] (file = '<path | builtin:domain>' or task = '<name>')")
+    sources = read_sources(d, "a preference", "file = '<path | builtin:domain>' or task = '<name>'")
+    raw_rewards = d.pop("reward", [])
     if not isinstance(raw_rewards, list) or not raw_rewards:
         raise RecipeError(f"a preference recipe needs at least one [[reward]] (name one of {list(REWARDS)})")
-    sources = [_section(SourceConfig, s, f"source #{i + 1}") for i, s in enumerate(raw_sources)]
     rewards = [_section(RewardConfig, r, f"reward #{i + 1}") for i, r in enumerate(raw_rewards)]
     names = [s.name for s in sources]
-    if len(set(names)) != len(names) or sum(s.weight for s in sources) <= 0:
-        raise RecipeError(f"[[source]] names must be unique and weights sum > 0; got {names}")
     if len({r.name for r in rewards}) != len(rewards):
         raise RecipeError(f"[[reward]] names must be unique; got {[r.name for r in rewards]}")
     for r in rewards:
@@ -241,10 +218,7 @@ def load_preference_recipe(path: str | Path | None, overrides: list[str] | None 
     if any(r.name == "judge" for r in rewards) != (judge.kind != "none"):
         raise RecipeError("a [[reward]] name = 'judge' needs [judge] kind = 'local' or 'endpoint', and a [judge] "
                           "needs that reward")
-    balance = d.setdefault("balance", {})
-    if balance.get("freeze_router") is False:
-        raise RecipeError("[balance] freeze_router = false: the preference stage keeps the router frozen (as RL does)")
-    balance["freeze_router"] = True
+    freeze_router(d, "the preference stage keeps the router frozen (as RL does)")
     recipe = recipe_from_dict(d)
     if recipe.data.grad_accum != 1:
         raise RecipeError(f"[data] grad_accum must be 1 for the preference stage (one step = one batch of whole "
@@ -271,7 +245,6 @@ def build_judges(pr: PreferenceRecipe, init_from: Path) -> dict[str, Any]:
     if jc.kind == "local":
         from ..model.transformer import KExaone
         from ..tokenizer import Tokenizer
-        from .sft import check_model_folder
         folder = check_model_folder(init_from if jc.model == "init" else jc.model)
         model = KExaone.from_pretrained(folder).eval().requires_grad_(False)  # frozen: the scores stay fixed
         tokenizer = Tokenizer.from_pretrained(folder)
@@ -531,24 +504,12 @@ def win_rate(after: list, before: list) -> float | None:
 # ---------------------------------------------------------------------------- the stage
 def check_resume(run_dir: Path, pr: PreferenceRecipe) -> None:
     """The data- and reward-shaping settings of a resumed run must be those it was started with."""
-    saved_path = run_dir / PREF_RECIPE
-    if not saved_path.exists():
-        return
-    saved, now = json.loads(saved_path.read_text()), json.loads(json.dumps(pr.to_dict()))
-    for d in (saved, now):
-        d.pop("recipe")  # the loop compares that part itself
-        for k in EVAL_KEYS:
-            d["preference"].pop(k, None)
-    diff = [k for k in ("preference", "source", "reward", "judge") if saved.get(k) != now.get(k)]
-    if diff:
-        raise RecipeError(f"cannot resume {run_dir}: the recipe's {', '.join(f'[{k}]' for k in diff)} differ from "
-                          f"the run's {PREF_RECIPE} (use a new --run-dir, or the original recipe)")
+    stage.check_resume(run_dir, PREF_RECIPE, pr.to_dict(), "preference", EVAL_KEYS)
 
 
 def build_pools(pr: PreferenceRecipe) -> tuple[dict[str, Any], dict[str, list]]:
     """Per source: its training prompt rows (file) or its kexa.tasks task; and its held-out file rows."""
     from ..data.prompts import load_prompts
-    from .sft import resolve_task
     pools, heldout = {}, {}
     for s in pr.sources:
         if s.task:
@@ -565,13 +526,10 @@ def build_pools(pr: PreferenceRecipe) -> tuple[dict[str, Any], dict[str, list]]:
 def preference(pr: PreferenceRecipe, run_dir: str | Path, init_from: str | Path, resume: bool = False,
                quiet: bool = False, on_step=None):
     """GROUPER preference learning from the model in `init_from`; see the module docstring."""
-    from ..model.hf import CheckpointError
     from ..model.transformer import KExaone
     from ..tokenizer import Tokenizer
-    from . import checkpoint as ckpt
     from . import dist
-    from .loop import TrainData, build_model, train
-    from .sft import check_model_folder, resolve_task
+    from .loop import TrainData, train
     run_dir = Path(run_dir)
     if dist.world_size() > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RecipeError("kexa preference runs in one process (rollouts go through the in-process Engine)")
@@ -579,8 +537,8 @@ def preference(pr: PreferenceRecipe, run_dir: str | Path, init_from: str | Path,
     tokenizer = Tokenizer.from_pretrained(folder)
     if resume:
         check_resume(run_dir, pr)
-    elif ckpt.list_checkpoints(run_dir):
-        raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --run-dir")
+    else:
+        refuse_checkpoints(run_dir)
     pools, heldout = build_pools(pr)
     judges = build_judges(pr, folder)
     funcs, weights = build_rewards(pr, judges)
@@ -599,10 +557,7 @@ def preference(pr: PreferenceRecipe, run_dir: str | Path, init_from: str | Path,
 
     model = None
     if not resume:
-        model = batches.attach(build_model(pr.recipe, TrainData({}), folder))
-        if tokenizer.vocab_size > model.config.vocab_size:
-            raise CheckpointError(f"--init-from {folder}: its tokenizer has {tokenizer.vocab_size} tokens, the model "
-                                  f"only {model.config.vocab_size} embeddings")
+        model = batches.attach(init_model(pr.recipe, folder, tokenizer))
         if pr.preference.eval_before:
             reports["before"] = evaluate_heldout(model, tokenizer, pr, eval_rows, funcs, weights, eval_tasks)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -618,37 +573,21 @@ def preference(pr: PreferenceRecipe, run_dir: str | Path, init_from: str | Path,
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kexa preference",
-                                description="GROUPER preference learning with rule and rubric rewards.")
-    p.add_argument("--config", required=True, help="TOML recipe (configs/preference_tiny.toml, preference_nano.toml)")
-    p.add_argument("--init-from", required=True, help="the model folder to align (with its tokenizer), e.g. RL's model/")
-    p.add_argument("--run-dir", required=True, help="output: metrics.jsonl, checkpoints/, model/, preference_eval.json")
-    p.add_argument("--steps", type=int, help="optimiser steps (overrides train.steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest valid checkpoint in --run-dir")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set preference.group_size=8 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    return stage_parser("kexa preference", "GROUPER preference learning with rule and rubric rewards.",
+                        config="TOML recipe (configs/preference_tiny.toml, preference_nano.toml)",
+                        init_from="the model folder to align (with its tokenizer), e.g. RL's model/",
+                        run_dir="output: metrics.jsonl, checkpoints/, model/, preference_eval.json",
+                        set_example="preference.group_size=8")
 
 
 def main(argv: list[str] | None = None) -> int:
     from ..data.prompts import PromptError
     from ..infer.engine import GenerationError
-    from ..model.hf import CheckpointError
     from ..rewards import JudgeError
-    from .loop import NonFiniteError
     args = parser().parse_args(argv)
-    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-    try:
-        pr = load_preference_recipe(args.config, overrides)
-        if pr.recipe.train.threads:  # a process-wide setting: applied here, in the command, not in the library
-            torch.set_num_threads(pr.recipe.train.threads)
-        result = preference(pr, args.run_dir, args.init_from, resume=args.resume, quiet=args.quiet)
-    except (RecipeError, CheckpointError, PromptError, JudgeError, GenerationError, NonFiniteError,
-            FileNotFoundError, ValueError) as e:
-        print(f"kexa preference: error: {e}", file=sys.stderr)
-        return 1
-    return EXIT_CODES.get(result.interrupted, 0) if result.interrupted else 0
+    return run_command("kexa preference", lambda: load_preference_recipe(args.config, overrides_of(args)),
+                       lambda pr: preference(pr, args.run_dir, args.init_from, resume=args.resume, quiet=args.quiet),
+                       errors=(PromptError, JudgeError, GenerationError, ValueError))
 
 
 if __name__ == "__main__":

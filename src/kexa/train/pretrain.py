@@ -21,15 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from ..data.shards import ShardError
-from ..model.hf import CheckpointError
-from .loop import NonFiniteError, TrainResult, train
+from .loop import TrainResult, train
 from .prepare import prepare_data
 from .recipe import Recipe, RecipeError, load_recipe
-
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+from .stage import overrides_of, run_command, stage_parser
 
 
 def pretrain(recipe: Recipe, run_dir: str | Path, resume: bool = False, quiet: bool = False,
@@ -46,33 +41,20 @@ def pretrain(recipe: Recipe, run_dir: str | Path, resume: bool = False, quiet: b
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kexa pretrain", description="Pre-train a K-EXAONE model from a TOML recipe.")
-    p.add_argument("--config", required=True, help="TOML recipe (configs/tiny.toml, configs/nano.toml, ...)")
-    p.add_argument("--run-dir", required=True, help="output folder: metrics.jsonl, checkpoints/, model/")
-    p.add_argument("--steps", type=int, help="optimiser steps (overrides train.steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest valid checkpoint in --run-dir")
+    p = stage_parser("kexa pretrain", "Pre-train a K-EXAONE model from a TOML recipe.",
+                     config="TOML recipe (configs/tiny.toml, configs/nano.toml, ...)",
+                     run_dir="output folder: metrics.jsonl, checkpoints/, model/", set_example="optim.lr=1e-3")
     p.add_argument("--allow-schedule-change", action="store_true",
                    help="with --resume and another --steps: accept the moved WSD decay / curriculum boundaries "
                         "(printed old -> new); refused without it")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set optim.lr=1e-3 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-    try:
-        recipe = load_recipe(args.config, overrides)
-        if recipe.train.threads:  # a process-wide setting: applied here, in the command, not in the library
-            torch.set_num_threads(recipe.train.threads)
-        result = pretrain(recipe, args.run_dir, resume=args.resume, quiet=args.quiet,
-                          allow_schedule_change=args.allow_schedule_change)
-    except (RecipeError, CheckpointError, ShardError, NonFiniteError, FileNotFoundError) as e:
-        print(f"kexa pretrain: error: {e}", file=sys.stderr)
-        return 1
-    return EXIT_CODES.get(result.interrupted, 0) if result.interrupted else 0
+    return run_command("kexa pretrain", lambda: load_recipe(args.config, overrides_of(args)),
+                       lambda recipe: pretrain(recipe, args.run_dir, resume=args.resume, quiet=args.quiet,
+                                               allow_schedule_change=args.allow_schedule_change))
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ tokens of the optimiser step's batch. The per-step RL metrics go into metrics.js
 seed derives from it —, the pending micro-batches of a half-used rollout batch and their metrics) is saved
 with each checkpoint.
 
-Rollout source: one interface (`RolloutSource`: generate(prompts, params) -> token ids + log-probs; sync(model)
-after each optimiser step). `EngineRollouts` is the in-process engine over the trainer's own weights (sync is
-nothing). A vLLM/SGLang server path fits the same interface (docs/rl.md: weight sync, server log-probs, C).
+Rollout source: one interface, shared with `kexa preference` (kexa.train.group_rollout: `RolloutSource`:
+generate(prompts, params) -> token ids + log-probs; sync(model) after each optimiser step). `EngineRollouts` is
+the in-process engine over the trainer's own weights (sync is nothing). A vLLM/SGLang server path fits the same interface (docs/rl.md: weight sync, server log-probs, C).
 
 metrics.jsonl per step (beside the loop's loss, lr, grad_norm, tok_per_s, ...): rollout (batch index),
 reward_mean, reward/<task>, accuracy, accuracy/<task>, filtered_frac, adv_abs_mean, response_len, truncated_frac,
@@ -46,29 +46,24 @@ import argparse
 import dataclasses
 import json
 import random
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from ..data.loader import IGNORE
-from ..infer.engine import Engine
 from ..infer.sampling import SamplingParams
-from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from ..tokenizer import specials as S
 from ..tokenizer.chat import encode_chat
-from . import checkpoint as ckpt
-from . import dist
-from .loop import NonFiniteError, TrainData, TrainResult, build_model, train
-from .recipe import Recipe, RecipeError, _section, apply_overrides, read_toml, recipe_from_dict
+from . import dist, stage
+from .group_rollout import EngineRollouts, Rollout, RolloutSource
+from .loop import TrainData, TrainResult, train
+from .recipe import Recipe, RecipeError, _section, recipe_from_dict
 from .rl import agapo_loss, agapo_stats, group_advantages, token_logprobs, zero_variance_mask
-from .sft import LANGS, SourceConfig, check_model_folder, resolve_task
-
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+from .stage import (LANGS, SourceConfig, check_model_folder, freeze_router, init_model, overrides_of, read_sources,
+                    read_stage, refuse_checkpoints, resolve_task, run_command, stage_parser)
 RL_RECIPE = "rl_recipe.json"
 EVAL_FILE = "rl_eval.json"
 REPORT_FILE = "rl_report.md"
@@ -155,69 +150,18 @@ EVAL_KEYS = {"eval_n", "eval_langs", "eval_tier", "eval_max_new_tokens", "eval_b
 
 def load_rl_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RLRecipe:
     """Read an RL recipe ([rl], [[source]] task mixture, optional [judge], and the loop's sections)."""
-    d = read_toml(path) if path is not None else {}
-    d = apply_overrides(d, overrides or [])
+    d = read_stage(path, overrides)
     rl = _section(RLConfig, d.pop("rl", {}), "rl")
     judge = _section(JudgeConfig, d.pop("judge"), "judge") if "judge" in d else None
-    raw = d.pop("source", [])
-    if not isinstance(raw, list) or not raw:
-        raise RecipeError("an RL recipe needs at least one [[source]] with task = '<kexa.tasks name>'")
-    sources = [_section(SourceConfig, s, f"source #{i + 1}") for i, s in enumerate(raw)]
+    sources = read_sources(d, "an RL", "task = '<kexa.tasks name>'")
     files = [s.name for s in sources if s.file]
     if files:
         raise RecipeError(f"[[source]] {files}: RL needs verifiable task sources (task = '<name>'), not data files")
-    if len({s.name for s in sources}) != len(sources) or sum(s.weight for s in sources) <= 0:
-        raise RecipeError("[[source]] names must be unique and their weights must have a positive sum")
-    balance = d.setdefault("balance", {})
-    if balance.get("freeze_router", True) is not True:
-        raise RecipeError("[balance] freeze_router = false: AGAPO trains with the router frozen (weights and expert biases)")
-    balance["freeze_router"] = True
+    freeze_router(d, "AGAPO trains with the router frozen (weights and expert biases)")
     return RLRecipe(recipe_from_dict(d), rl, sources, judge)
 
 
 # ---------------------------------------------------------------------------- rollouts
-@dataclass
-class Rollout:
-    token_ids: list[list[int]]  # per row: the response's tokens (the stop token included when emitted)
-    logprobs: list[list[float]]  # per row: log μ of each of them
-    finish_reasons: list[str]  # "stop" | "length"
-    seconds: float
-
-
-class RolloutSource(Protocol):
-    """Where rollouts come from: the in-process engine, or (at scale) a vLLM/SGLang server (docs/rl.md)."""
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollout: ...
-
-    def sync(self, model: KExaone) -> None: ...  # make the source sample from the trainer's current weights
-
-
-class EngineRollouts:
-    """kexa's Engine over the trainer's own model: weights are shared, so sync only re-points at the model.
-    Generates in the weights' dtype, restores the model's train mode afterwards. compile=True: the engine's
-    compiled decode step (gpt-fast's recipe; one trace per rollout shape, reused across rollouts since the
-    optimiser updates the same parameter tensors in place; the first rollout pays the compilation)."""
-
-    def __init__(self, model: KExaone | None = None, compile: bool = False):
-        self.model, self.compile, self.engine = model, compile, None
-
-    def sync(self, model: KExaone) -> None:
-        if model is not self.model:
-            self.model, self.engine = model, None
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollout:
-        was_training = self.model.training
-        t0 = time.perf_counter()
-        try:
-            if self.engine is None:
-                self.engine = Engine(self.model, compile=self.compile)  # sets eval mode
-            self.model.eval()
-            res = self.engine.generate(prompts, params, logprobs=True)
-        finally:
-            self.model.train(was_training)
-        return Rollout(res.token_ids, res.logprobs, res.finish_reasons, time.perf_counter() - t0)
-
-
 @dataclass
 class Prompt:
     source: str  # the [[source]] name (the task family in metrics)
@@ -397,18 +341,7 @@ class AGAPOLoss:
 # ---------------------------------------------------------------------------- the stage
 def check_resume(run_dir: Path, rr: RLRecipe) -> None:
     """The rollout-shaping settings of a resumed run must be those it was started with."""
-    saved_path = run_dir / RL_RECIPE
-    if not saved_path.exists():
-        return
-    saved, now = json.loads(saved_path.read_text()), json.loads(json.dumps(rr.to_dict()))
-    for d in (saved, now):
-        d.pop("recipe")  # the loop compares that part itself
-        for k in EVAL_KEYS:
-            d["rl"].pop(k, None)
-    diff = [k for k in ("rl", "source", "judge") if saved.get(k) != now.get(k)]
-    if diff:
-        raise RecipeError(f"cannot resume {run_dir}: the recipe's {', '.join(f'[{k}]' for k in diff)} differ from the "
-                          f"run's {RL_RECIPE} (use a new --run-dir, or the original recipe)")
+    stage.check_resume(run_dir, RL_RECIPE, rr.to_dict(), "rl", EVAL_KEYS)
 
 
 def make_judge(jc: JudgeConfig):
@@ -463,12 +396,8 @@ def rl(rr: RLRecipe, run_dir: str | Path, init_from: str | Path, resume: bool = 
 
     model = None
     if not resume:
-        if ckpt.list_checkpoints(run_dir):
-            raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --run-dir")
-        model = build_model(rr.recipe, TrainData({}), folder)
-        if tokenizer.vocab_size > model.config.vocab_size:
-            raise CheckpointError(f"--init-from {folder}: its tokenizer has {tokenizer.vocab_size} tokens, the model "
-                                  f"only {model.config.vocab_size} embeddings")
+        refuse_checkpoints(run_dir)
+        model = init_model(rr.recipe, folder, tokenizer)
         rollouts.sync(model)
         if eval_tasks and cfg.eval_before:
             reports["before"] = evaluate(model)
@@ -496,30 +425,18 @@ def rl(rr: RLRecipe, run_dir: str | Path, init_from: str | Path, resume: bool = 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kexa rl", description="RL with verifiable rewards (AGAPO) on kexa.tasks.")
-    p.add_argument("--config", required=True, help="TOML RL recipe (configs/rl_tiny.toml, configs/rl_nano.toml)")
-    p.add_argument("--init-from", required=True, help="the model folder to train (an SFT model, with its tokenizer)")
-    p.add_argument("--run-dir", required=True, help="output folder: metrics.jsonl, checkpoints/, model/, rl_eval.json")
-    p.add_argument("--steps", type=int, help="optimiser steps (overrides train.steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest valid checkpoint in --run-dir")
+    p = stage_parser("kexa rl", "RL with verifiable rewards (AGAPO) on kexa.tasks.",
+                     config="TOML RL recipe (configs/rl_tiny.toml, configs/rl_nano.toml)",
+                     init_from="the model folder to train (an SFT model, with its tokenizer)",
+                     run_dir="output folder: metrics.jsonl, checkpoints/, model/, rl_eval.json", set_example="rl.clip=4")
     p.add_argument("--judge-url", help="an OpenAI-compatible endpoint for the LLM judge reward ([judge] url)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set rl.clip=4 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from ..rewards import JudgeError
     args = parser().parse_args(argv)
-    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-    overrides += [f'judge.url="{args.judge_url}"'] if args.judge_url else []
-    try:
-        rr = load_rl_recipe(args.config, overrides)
-        if rr.recipe.train.threads:  # a process-wide setting: applied here, in the command, not in the library
-            torch.set_num_threads(rr.recipe.train.threads)
-        result = rl(rr, args.run_dir, args.init_from, resume=args.resume, quiet=args.quiet)
-    except (RecipeError, CheckpointError, JudgeError, NonFiniteError, FileNotFoundError, ValueError) as e:
-        print(f"kexa rl: error: {e}", file=sys.stderr)
-        return 1
-    return EXIT_CODES.get(result.interrupted, 0) if result.interrupted else 0
+    overrides = overrides_of(args) + ([f'judge.url="{args.judge_url}"'] if args.judge_url else [])
+    return run_command("kexa rl", lambda: load_rl_recipe(args.config, overrides),
+                       lambda rr: rl(rr, args.run_dir, args.init_from, resume=args.resume, quiet=args.quiet),
+                       errors=(JudgeError, ValueError))

@@ -40,20 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..data.shards import ShardError
 from ..data.sft_pack import (ConversationError, ListSource, PackedConversations, TaskSource, fixed_batches,
                              render_conversations)
-from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
-from . import checkpoint as ckpt
-from . import dist
-from .loop import NonFiniteError, TrainData, TrainResult, build_model, train
-from .recipe import Recipe, RecipeError, _section, apply_overrides, read_toml, recipe_from_dict
+from . import dist, stage
+from .loop import TrainData, TrainResult, train
+from .recipe import Recipe, RecipeError, _section, recipe_from_dict
+from .stage import (LANGS, SourceConfig, check_model_folder, init_model, overrides_of, read_sources, read_stage,
+                    refuse_checkpoints, resolve_task, run_command, stage_parser)
 
-LANGS = ("ko", "en", "es", "de", "ja", "vi")
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 SFT_RECIPE = "sft_recipe.json"
 EVAL_FILE = "sft_eval.json"
 REPORT_FILE = "sft_report.md"  # the report-card section (accuracy by task x mode before/after, compliance, chats)
@@ -87,26 +82,6 @@ class SFTConfig:
 
 
 @dataclass
-class SourceConfig:
-    name: str
-    weight: float = 1.0
-    task: str = ""  # a kexa.tasks name ...
-    file: str = ""  # ... or a user data file (JSONL / parquet)
-    langs: list[str] = field(default_factory=lambda: list(LANGS))  # task sources
-    tiers: list[int] = field(default_factory=lambda: [1])  # task sources
-
-    def __post_init__(self) -> None:
-        if bool(self.task) == bool(self.file):
-            raise ValueError(f"source {self.name!r} needs exactly one of task = '<name>' or file = '<path>'")
-        if not self.weight >= 0:
-            raise ValueError(f"source {self.name!r}: weight must be >= 0, got {self.weight!r}")
-        unknown = sorted(set(self.langs) - set(LANGS))
-        if unknown or not self.langs or not self.tiers:
-            raise ValueError(f"source {self.name!r}: langs must be a non-empty subset of {list(LANGS)} "
-                             f"(unknown: {unknown}) and tiers non-empty")
-
-
-@dataclass
 class SFTRecipe:
     recipe: Recipe  # the shared sections, as pre-training reads them
     sft: SFTConfig
@@ -125,18 +100,9 @@ EVAL_KEYS = {"eval_n", "eval_langs", "eval_tier", "eval_max_new_tokens", "eval_b
 
 def load_sft_recipe(path: str | Path | None, overrides: list[str] | None = None) -> SFTRecipe:
     """Read an SFT recipe (see the module docstring) and apply `key=value` overrides (sft.*, optim.*, ...)."""
-    d = read_toml(path) if path is not None else {}
-    d = apply_overrides(d, overrides or [])
+    d = read_stage(path, overrides)
     sft = _section(SFTConfig, d.pop("sft", {}), "sft")
-    raw_sources = d.pop("source", [])
-    if not isinstance(raw_sources, list) or not raw_sources:
-        raise RecipeError("an SFT recipe needs at least one [[source]] (task = '<name>' or file = '<path>')")
-    sources = [_section(SourceConfig, s, f"source #{i + 1}") for i, s in enumerate(raw_sources)]
-    names = [s.name for s in sources]
-    if len(set(names)) != len(names):
-        raise RecipeError(f"[[source]] names must be unique, got {names}")
-    if sum(s.weight for s in sources) <= 0:
-        raise RecipeError("[[source]] weights must have a positive sum")
+    sources = read_sources(d, "an SFT", "task = '<name>' or file = '<path>'")
     lora = None
     if "lora" in d:
         from .lora import LoRAConfig, LoRAError
@@ -148,16 +114,6 @@ def load_sft_recipe(path: str | Path | None, overrides: list[str] | None = None)
 
 
 # ---------------------------------------------------------------------------- data
-def resolve_task(name: str):
-    """The kexa.tasks task called `name` (RecipeError listing the known ones otherwise)."""
-    try:
-        import kexa.tasks
-    except ImportError as e:
-        raise RecipeError(f"[[source]] task = {name!r} needs the kexa.tasks package ({e})") from None
-    try:
-        return kexa.tasks.get(name)
-    except KeyError as e:
-        raise RecipeError(f"[[source]] task: {e.args[0]}") from None
 
 
 def read_user_file(path: str, skip_bad: bool) -> tuple[list[dict], int]:
@@ -225,29 +181,9 @@ def steps_for_epochs(sr: SFTRecipe, data: SFTData, tokenizer) -> int:
 
 
 # ---------------------------------------------------------------------------- the stage
-def check_model_folder(path: str | Path) -> Path:
-    p = Path(path)
-    for name in ("config.json", "tokenizer.json"):
-        if not (p / name).is_file():
-            raise CheckpointError(f"--init-from {p}: not a model folder with its tokenizer ({name} is missing); "
-                                  f"use a pre-training run's model/ (kexa pretrain ... --run-dir RUN -> RUN/model)")
-    return p
-
-
 def check_resume(run_dir: Path, sr: SFTRecipe) -> None:
     """The data-shaping SFT settings of a resumed run must be those it was started with."""
-    saved_path = run_dir / SFT_RECIPE
-    if not saved_path.exists():
-        return
-    saved, now = json.loads(saved_path.read_text()), json.loads(json.dumps(sr.to_dict()))
-    for d in (saved, now):
-        d.pop("recipe")  # the loop compares that part itself
-        for k in EVAL_KEYS:
-            d["sft"].pop(k, None)
-    if saved != now:
-        diff = [k for k in ("sft", "source", "lora") if saved.get(k) != now.get(k)]
-        raise RecipeError(f"cannot resume {run_dir}: the recipe's {', '.join(f'[{k}]' for k in diff)} differ from "
-                          f"the run's {SFT_RECIPE} (use a new --run-dir, or the original recipe)")
+    stage.check_resume(run_dir, SFT_RECIPE, sr.to_dict(), "sft", EVAL_KEYS)
 
 
 def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool = False,
@@ -288,12 +224,8 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
 
     model, load_model, export_model, prepare_model = None, KExaone.from_pretrained, None, None
     if not resume:
-        if ckpt.list_checkpoints(run_dir):
-            raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --run-dir")
-        model = build_model(sr.recipe, TrainData({}), folder)
-        if tokenizer.vocab_size > model.config.vocab_size:
-            raise CheckpointError(f"--init-from {folder}: its tokenizer has {tokenizer.vocab_size} tokens, the model "
-                                  f"only {model.config.vocab_size} embeddings")
+        refuse_checkpoints(run_dir)
+        model = init_model(sr.recipe, folder, tokenizer)
         if eval_tasks and cfg.eval_before:
             reports["before"] = evaluate_tasks(model, tokenizer, eval_tasks, cfg.eval_langs, cfg.eval_n, cfg.eval_tier,
                                                cfg.eval_max_new_tokens, seed=sr.recipe.train.seed)
@@ -322,33 +254,21 @@ def sft(sr: SFTRecipe, run_dir: str | Path, init_from: str | Path, resume: bool 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kexa sft", description="Supervised fine-tuning on chat data (reasoning on/off).")
-    p.add_argument("--config", required=True, help="TOML SFT recipe (configs/sft_tiny.toml, configs/sft_nano.toml)")
-    p.add_argument("--init-from", required=True, help="the model folder to fine-tune (with its tokenizer)")
-    p.add_argument("--run-dir", required=True, help="output folder: metrics.jsonl, checkpoints/, model/, sft_eval.json")
-    p.add_argument("--steps", type=int, help="optimiser steps (overrides train.steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest valid checkpoint in --run-dir")
+    p = stage_parser("kexa sft", "Supervised fine-tuning on chat data (reasoning on/off).",
+                     config="TOML SFT recipe (configs/sft_tiny.toml, configs/sft_nano.toml)",
+                     init_from="the model folder to fine-tune (with its tokenizer)",
+                     run_dir="output folder: metrics.jsonl, checkpoints/, model/, sft_eval.json",
+                     set_example="sft.reasoning_ratio=0.3")
     p.add_argument("--skip-bad", action="store_true", help="skip bad conversations with a count (sft.skip_bad)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set sft.reasoning_ratio=0.3 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-    overrides += ["sft.skip_bad=true"] if args.skip_bad else []
-    try:
-        sr = load_sft_recipe(args.config, overrides)
-        if sr.recipe.train.threads:  # a process-wide setting: applied here, in the command, not in the library
-            torch.set_num_threads(sr.recipe.train.threads)
-        result = sft(sr, args.run_dir, args.init_from, resume=args.resume, quiet=args.quiet)
-    except (RecipeError, CheckpointError, ConversationError, ShardError, NonFiniteError, FileNotFoundError,
-            ValueError) as e:
-        print(f"kexa sft: error: {e}", file=sys.stderr)
-        return 1
-    return EXIT_CODES.get(result.interrupted, 0) if result.interrupted else 0
+    overrides = overrides_of(args) + (["sft.skip_bad=true"] if args.skip_bad else [])
+    return run_command("kexa sft", lambda: load_sft_recipe(args.config, overrides),
+                       lambda sr: sft(sr, args.run_dir, args.init_from, resume=args.resume, quiet=args.quiet),
+                       errors=(ConversationError, ValueError))
 
 
 if __name__ == "__main__":

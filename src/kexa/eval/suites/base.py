@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from ...data.jsonl import iter_jsonl
 
 
 class Suite:
@@ -37,18 +38,12 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     rows = []
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
+    for at, row in iter_jsonl(path.read_text("utf-8").splitlines(), path, bad="not JSON"):
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n}: expected a JSON object per line")
+            raise ValueError(f"{at}: expected a JSON object per line")
         missing = [k for k in required if k not in row]
         if missing:
-            raise ValueError(f"{path}:{n}: missing field(s) {missing}")
+            raise ValueError(f"{at}: missing field(s) {missing}")
         rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no rows")
