@@ -72,6 +72,12 @@ def build(args):
         defaults = {k: cfg[k] for k in ("temperature", "top_p", "top_k") if k in cfg}
     scheduler = Scheduler(engine, max_batch=args.max_batch, max_waiting=args.max_waiting,
                           step_tokens=args.step_tokens, max_len=args.max_model_len, speculative=args.speculative)
+    if args.compile and scheduler.cache.max_len > 2048:
+        # static shapes: the compiled step attends over the whole cache on global layers, every step
+        print(f"kexa serve: warning: --compile attends over the whole {scheduler.cache.max_len}-position cache in "
+              f"every decode step (static shapes); at the 16K nano context that is ~20x slower than eager "
+              f"(benchmarks/results/serve_step.json): pass --max-model-len (e.g. 2048) with --compile",
+              file=sys.stderr)
     name = args.served_model_name or Path(args.model).resolve().name
     app = create_app(scheduler, tok, name, api_key=args.api_key, max_request_bytes=args.max_request_bytes,
                      defaults=defaults, cors_origins=args.cors_origin)
