@@ -341,8 +341,9 @@ class Scheduler:
             logits = self.model.lm_head(out.hidden_states[rows, last]).float()  # (f, V) at each prompt's last token
             first = self._sample([r for r, _, _ in finishing], logits)
         if self.speculative:
-            self._prefill_mtp(plan, lo, hi, pos, out.hidden_states, keep, dict(zip([r.id for r, _, _ in finishing], first)))
-        for (r, _, _), tok, i in zip(finishing, first, range(len(first))):
+            first_of = {r.id: tok for (r, _, _), tok in zip(finishing, first)}
+            self._prefill_mtp(plan, lo, hi, pos, out.hidden_states, keep, first_of)
+        for i, ((r, _, _), tok) in enumerate(zip(finishing, first)):
             self._emit(r, [tok], logits[i:i + 1])
 
     def _prefill_mtp(self, plan, lo: int, hi: int, pos: torch.Tensor, hidden: torch.Tensor, keep: torch.Tensor,
@@ -383,7 +384,8 @@ class Scheduler:
         u = torch.zeros(b, 1, C, dtype=self.engine.dtype, device=dev)  # (b, 1, C)
         active = torch.zeros(b, dtype=torch.bool, device=dev)
         for i, r in by_row.items():
-            token[i], draft[i], q[i], u[i], active[i] = r.pending, r.draft.draft[0], r.draft.q[0], r.draft.mtp_hidden[0], True
+            token[i], draft[i], active[i] = r.pending, r.draft.draft[0], True
+            q[i], u[i] = r.draft.q[0], r.draft.mtp_hidden[0]
         gens = [by_row[i].generator if i in by_row else self._spare for i in range(b)]
         new, n_new, a, state, logits = speculative_step(
             self.model, self.cache, DraftState(token, q, draft, u), k, self._row_probs(by_row, b), None, gens,
@@ -396,7 +398,8 @@ class Scheduler:
             for j in range(k):
                 self.spec_drafted[j] += 1
                 self.spec_accepted[j] += int(a_l[i] > j)
-            r.draft = DraftState(state.token[i:i + 1], state.q[i:i + 1], state.draft[i:i + 1], state.mtp_hidden[i:i + 1])
+            one = slice(i, i + 1)
+            r.draft = DraftState(state.token[one], state.q[one], state.draft[one], state.mtp_hidden[one])
             self._emit(r, new_l[i][:n_l[i]], logits[i, :n_l[i]].float())
 
     def _row_probs(self, by_row: dict[int, Request], b: int):
@@ -426,7 +429,9 @@ class Scheduler:
                 if toks is not None and n_real is not None:
                     toks = toks[:int(n_real[i])]
                 if r.counts is not None:
-                    counts = r.counts if toks is None else r.counts.index_add(0, toks, torch.ones_like(toks, dtype=r.counts.dtype))
+                    counts = r.counts
+                    if toks is not None:
+                        counts = counts.index_add(0, toks, torch.ones_like(toks, dtype=counts.dtype))
                     xi = xi - r.presence_penalty * (counts > 0) - r.frequency_penalty * counts
                 if seen is not None and toks is not None:
                     seen = seen.clone()
