@@ -13,6 +13,9 @@ includes the compilation and later runs show whether a new cache object recompil
 
     .venv/bin/python benchmarks/serve_step.py            # -> benchmarks/results/serve_step.json
     .venv/bin/python benchmarks/serve_step.py --no-compile --reps 1
+    .venv/bin/python benchmarks/serve_step.py --profile-only   # adds "decode_profile" to the JSON
+With --profile (or --profile-only), one batch-16 decode step of the model is profiled
+(torch.profiler, 10 steps after 5 warm-up): the top aten ops by self CPU time per step.
 """
 
 from __future__ import annotations
@@ -86,12 +89,45 @@ def burst(engine, prompts, max_tokens: int, **sched_kw) -> dict:
             "scheduler_overhead_ms": round(1e3 * statistics.median(s - f for s, f in decode_steps), 2)}
 
 
+@torch.inference_mode()
+def profile_decode(model, batch: int, context: int, steps: int = 10) -> dict:
+    """Top ops of a plain decode step over `batch` rows at ~40 positions (self CPU ms per step)."""
+    from torch.profiler import profile
+
+    from kexa.infer.cache import KVCache
+
+    cache = KVCache(model.config, batch, context, include_mtp=False)
+    pos = torch.arange(40).expand(batch, -1)
+    cache.begin(pos)
+    model(torch.randint(0, model.config.vocab_size, (batch, 40)), pos, cache=cache)
+    cache.commit()
+
+    def step():
+        p = cache.lengths[:, None].clone()
+        cache.begin(p)
+        model(torch.randint(0, model.config.vocab_size, (batch, 1)), p, cache=cache)
+        cache.commit(torch.zeros(batch, dtype=torch.long))  # stay at 40 positions
+
+    for _ in range(5):
+        step()
+    with profile() as prof:
+        for _ in range(steps):
+            step()
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    return {"batch": batch, "step_ms": round(total / steps / 1e3, 2),
+            "top_ops": [{"op": e.key, "self_ms_per_step": round(e.self_cpu_time_total / steps / 1e3, 2),
+                         "calls_per_step": e.count / steps} for e in ops[:8]]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--profile", action="store_true", help="also profile one batch decode step")
+    p.add_argument("--profile-only", action="store_true", help="only the profile, merged into --json")
     p.add_argument("--json", default=str(ROOT / "benchmarks/results/serve_step.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -106,6 +142,16 @@ def main(argv=None) -> int:
     prompts = [tok.encode_chat([{"role": "user", "content": f"request {i}: tell me about the quick brown fox and "
                                                             f"the lazy dog"}], add_generation_prompt=True).ids
                for i in range(args.clients)]
+    if args.profile or args.profile_only:
+        prof = profile_decode(model, args.clients, 16384)
+        print("decode profile:", json.dumps(prof), flush=True)
+        if args.profile_only:
+            path = Path(args.json)
+            out = json.loads(path.read_text()) if path.exists() else {}
+            out["decode_profile"] = prof
+            path.write_text(json.dumps(out, indent=2) + "\n")
+            print("wrote", args.json)
+            return 0
     eager = Engine(model)
     configs = {"eager, context 16384, step_tokens 512 (server default)": (eager, dict(step_tokens=512)),
                "eager, context 16384, step_tokens 2048": (eager, dict(step_tokens=2048)),
@@ -134,6 +180,8 @@ def main(argv=None) -> int:
                 rs[-1]["dynamo_frames_compiled"] = counters["frames"]["total"] - before
                 print(f"compiled, context {ctx}, run {rep}: {rs[-1]}", flush=True)
             out["compiled"][f"context {ctx}"] = rs
+    if args.profile:
+        out["decode_profile"] = prof
     out["versions"] = {"torch": torch.__version__}
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print("wrote", args.json)
