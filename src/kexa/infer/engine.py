@@ -245,7 +245,7 @@ class Engine:
             # finished rows keep stepping but commit nothing, so they never outgrow the cache
             active = torch.tensor([d is None for d in done], device=dev)
             if k:
-                new, n_new, a, state = speculative_step(self.model, cache, state, k, params, seen, gen, active)
+                new, n_new, a, state, _ = speculative_step(self.model, cache, state, k, params, seen, gen, active)
                 for j in range(k):
                     stats.drafted[j] += int(active.sum())
                     stats.accepted[j] += int(((a > j) & active).sum())

@@ -31,8 +31,15 @@ Design (vLLM / SGLang's scheduler, at kexa's size)
   needs static shapes, so it always runs all `max_batch` rows over a cache sized in powers of two.
   Without it the decode forward runs rows 0..highest busy slot only (slots are handed out lowest first).
 - Bounded waiting queue: `submit` raises `QueueFull` when `max_waiting` requests already wait.
-- MTP speculation is not scheduled here (speculative steps verify every row with one set of sampling
-  params; per-request params would need per-row acceptance): `Engine.stream(speculative=K)` has it.
+- MTP self-speculation (`speculative=K`, reference §6): the decode forward becomes one
+  `speculative_step` over the same rows: verify [x_L, d_1..d_K] for every decoding row, accept per row
+  under the row's own transform (`_row_probs`: its temperature/top-p/top-k, repetition penalty, and
+  presence/frequency penalties counting the drafts before each position) and its own generator, so the
+  exact acceptance rule holds per request and greedy rows emit exactly plain greedy output. Each
+  request keeps its DraftState (x_L, q_1, d_1, MTP hidden) between steps; prefill catches the MTP
+  cache up on every chunk and drafts d_1 when the prompt ends. Per-request drafted/accepted counts
+  add up to the scheduler's totals (the `kexa:spec_decode_*` metrics). Speculative steps are eager
+  (the compiled step is the plain one), so `compile` and `speculative` do not combine.
 
 All model work happens on the scheduler thread; `submit`/`cancel` are thread-safe and `on_event` is
 called from the scheduler thread (the HTTP layer forwards it to its event loop).
@@ -54,6 +61,9 @@ import torch
 from .cache import KVCache
 from .engine import Engine, GenerationError
 from .sampling import SamplingParams, token_probs
+from .speculative import DraftState, mtp_draft, speculative_step
+
+_GREEDY = SamplingParams(max_new_tokens=1, temperature=0)  # rows that only ride along in a forward
 
 
 class QueueFull(RuntimeError):
@@ -100,6 +110,9 @@ class Request:
     cancelled: bool = False
     finished: bool = False
     arrival: float = 0.0
+    draft: DraftState | None = None  # speculation: x_L's draft state, one row
+    drafted: int = 0  # speculation: draft tokens proposed for this request
+    accepted: int = 0  # ... and accepted
 
     @property
     def decoding(self) -> bool:
@@ -108,18 +121,28 @@ class Request:
 
 class Scheduler:
     def __init__(self, engine: Engine, max_batch: int = 16, max_waiting: int = 256, step_tokens: int = 512,
-                 max_len: int | None = None):
+                 max_len: int | None = None, speculative: int = 0):
         if max_batch < 1 or max_waiting < 0 or step_tokens < 1:
             raise ValueError(f"need max_batch >= 1, max_waiting >= 0, step_tokens >= 1; got {max_batch}, "
                              f"{max_waiting}, {step_tokens}")
+        engine._validate([[0]], speculative)  # K in (0, 1, 2) and an MTP block when K > 0
+        if speculative and engine.compiled:
+            raise ValueError("speculative steps run eager (the compiled step is plain decoding): "
+                             "use compile or speculative, not both")
         self.engine, self.model, self.config = engine, engine.model, engine.config
         self.max_batch, self.max_waiting, self.step_tokens = max_batch, max_waiting, step_tokens
+        self.speculative = speculative
         self.context = min(max_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
-        cache_len = self.context
+        # a verify step writes K positions past the last committed one (rejected drafts land there)
+        cache_len = self.context + speculative
         if engine.compiled:  # the compiled step's static shapes: a power-of-two buffer (engine's rule)
             cache_len = max(256, 1 << (cache_len - 1).bit_length())
         self.cache = KVCache(self.config, max_batch, cache_len, dtype=engine.dtype, device=engine.device,
-                             include_mtp=False)
+                             include_mtp=speculative > 0)
+        self.spec_drafted = [0] * speculative  # per draft position: drafts proposed (request-steps)
+        self.spec_accepted = [0] * speculative  # per draft position: drafts accepted
+        self.spec_steps = 0  # request-steps verified (each proposes K drafts)
+        self._spare = torch.Generator(device=engine.device)  # for rows that only ride along
         self.slots: list[Request | None] = [None] * max_batch
         self.waiting: deque[Request] = deque()
         self._lock = threading.Condition()
@@ -256,8 +279,8 @@ class Scheduler:
         self.steps += 1
         decoding = [r for r in self.slots if r is not None and r.decoding and not r.cancelled]
         if decoding:
-            self._decode(decoding)
-        budget, plan = self.step_tokens - len(decoding), []
+            (self._decode_speculative if self.speculative else self._decode)(decoding)
+        budget, plan = self.step_tokens - len(decoding) * (1 + self.speculative), []
         for req in [r for r in self.slots if r is not None and not r.decoding and not r.cancelled]:
             if budget <= 0:
                 break
@@ -311,47 +334,162 @@ class Scheduler:
                     r.prompt_lp += _logprobs(out.logits[i, :len(targets)], targets, r.prompt_logprobs)
             if r.prefilled == len(r.prompt):
                 finishing.append((r, i, n - 1))
+        first: list[int] = []
         if finishing:
             rows = torch.tensor([i for _, i, _ in finishing], device=dev)
             last = torch.tensor([t for _, _, t in finishing], device=dev)
-            logits = self.model.lm_head(out.hidden_states[rows, last])  # (f, V) at each prompt's last token
-            self._sample_and_emit([r for r, _, _ in finishing], logits)
+            logits = self.model.lm_head(out.hidden_states[rows, last]).float()  # (f, V) at each prompt's last token
+            first = self._sample([r for r, _, _ in finishing], logits)
+        if self.speculative:
+            first_of = {r.id: tok for (r, _, _), tok in zip(finishing, first)}
+            self._prefill_mtp(plan, lo, hi, pos, out.hidden_states, keep, first_of)
+        for i, ((r, _, _), tok) in enumerate(zip(finishing, first)):
+            self._emit(r, [tok], logits[i:i + 1])
+
+    def _prefill_mtp(self, plan, lo: int, hi: int, pos: torch.Tensor, hidden: torch.Tensor, keep: torch.Tensor,
+                     first: dict[int, int]) -> None:
+        """MTP over this prefill chunk: position p sees (h_p, x_{p+1}), so its cache follows the main
+        one; a prompt that ended here has x_L = its first sampled token as the last next-id, and the
+        MTP output there drafts d_1 (under the request's own transform, x_L counted)."""
+        dev = self.engine.device
+        next_ids = torch.zeros_like(pos)  # (b, T)
+        take = torch.zeros(hi - lo, dtype=torch.long, device=dev)
+        extra = torch.zeros(hi - lo, 1, dtype=torch.long, device=dev)  # x_L of the rows that end here
+        by_row: dict[int, Request] = {}
+        for r, n in plan:
+            i, s = r.slot - lo, r.prefilled - n
+            nxt = r.prompt[s + 1:s + n + 1] + ([first[r.id]] if r.id in first else [])
+            next_ids[i, :n] = torch.tensor(nxt, device=dev)
+            take[i] = n - 1
+            if r.id in first:
+                by_row[i], extra[i, 0] = r, first[r.id]
+        probs = self._row_probs(by_row, hi - lo)
+        gens = [by_row[i].generator if i in by_row else self._spare for i in range(hi - lo)]
+        q, d, u = mtp_draft(self.model, self.cache, hidden, next_ids, pos, take, keep,
+                            lambda x, *_: probs(x, extra, None), None, gens, slice(lo, hi))
+        for i, r in by_row.items():
+            r.draft = DraftState(token=extra[i], q=q[i:i + 1], draft=d[i:i + 1], mtp_hidden=u[i:i + 1])
+
+    def _decode_speculative(self, rows: list[Request]) -> None:
+        """One speculative_step over cache rows 0..highest decoding slot; the others ride along
+        (their keep is 0, their state a dummy one-hot draft)."""
+        dev, k = self.engine.device, self.speculative
+        b = max(r.slot for r in rows) + 1
+        by_row = {r.slot: r for r in rows}
+        V, C = self.config.vocab_size, self.config.hidden_size
+        token = torch.zeros(b, dtype=torch.long, device=dev)  # (b,) x_L
+        draft = torch.zeros(b, dtype=torch.long, device=dev)  # (b,) d_1
+        q = torch.zeros(b, V, device=dev)  # (b, V)
+        q[:, 0] = 1.0  # riders: a valid one-hot draft distribution for token 0
+        u = torch.zeros(b, 1, C, dtype=self.engine.dtype, device=dev)  # (b, 1, C)
+        active = torch.zeros(b, dtype=torch.bool, device=dev)
+        for i, r in by_row.items():
+            token[i], draft[i], active[i] = r.pending, r.draft.draft[0], True
+            q[i], u[i] = r.draft.q[0], r.draft.mtp_hidden[0]
+        gens = [by_row[i].generator if i in by_row else self._spare for i in range(b)]
+        new, n_new, a, state, logits = speculative_step(
+            self.model, self.cache, DraftState(token, q, draft, u), k, self._row_probs(by_row, b), None, gens,
+            active, slice(0, b))
+        new_l, n_l, a_l = new.tolist(), n_new.tolist(), a.tolist()
+        for i, r in by_row.items():
+            r.drafted += k
+            r.accepted += a_l[i]
+            self.spec_steps += 1
+            for j in range(k):
+                self.spec_drafted[j] += 1
+                self.spec_accepted[j] += int(a_l[i] > j)
+            one = slice(i, i + 1)
+            r.draft = DraftState(state.token[one], state.q[one], state.draft[one], state.mtp_hidden[one])
+            self._emit(r, new_l[i][:n_l[i]], logits[i, :n_l[i]].float())
+
+    def _row_probs(self, by_row: dict[int, Request], b: int):
+        """The sampling transform of each of b rows (a speculative.ProbsFn): each request's own
+        params, repetition penalty (seen + tokens) and presence/frequency penalties (counts + the
+        first n_real tokens); rows without a request get greedy. Rows sharing plain params (no
+        penalties) go through token_probs together."""
+        groups: dict[SamplingParams, list[int]] = {}
+        single = []
+        for i in range(b):
+            r = by_row.get(i)
+            if r is None:
+                groups.setdefault(_GREEDY, []).append(i)
+            elif r.seen is None and r.counts is None:
+                groups.setdefault(r.params, []).append(i)
+            else:
+                single.append(i)
+
+        def probs(logits: torch.Tensor, tokens: torch.Tensor | None, n_real: torch.Tensor | None) -> torch.Tensor:
+            x = logits.float()  # (b, V)
+            out = torch.empty_like(x)
+            for params, idx in groups.items():
+                out[idx] = token_probs(x[idx], params)
+            for i in single:
+                r, xi, seen = by_row[i], x[i:i + 1], by_row[i].seen
+                toks = tokens[i] if tokens is not None else tokens
+                if toks is not None and n_real is not None:
+                    toks = toks[:int(n_real[i])]
+                if r.counts is not None:
+                    counts = r.counts
+                    if toks is not None:
+                        counts = counts.index_add(0, toks, torch.ones_like(toks, dtype=counts.dtype))
+                    xi = xi - r.presence_penalty * (counts > 0) - r.frequency_penalty * counts
+                if seen is not None and toks is not None:
+                    seen = seen.clone()
+                    seen[0, toks] = True
+                out[i:i + 1] = token_probs(xi, r.params, seen)
+            return out
+        return probs
 
     def _sample_and_emit(self, rows: list[Request], logits: torch.Tensor) -> None:
         """logits (n, V), one row per request: sample each request's next token, emit, finish."""
         raw = logits.float()
+        for i, (r, tok) in enumerate(zip(rows, self._sample(rows, raw))):
+            self._emit(r, [tok], raw[i:i + 1])
+
+    def _sample(self, rows: list[Request], raw: torch.Tensor) -> list[int]:
+        """raw (n, V) fp32 logits, one row per request -> each request's next token."""
         # greedy rows without penalties: one argmax for all of them (what token_probs' one-hot picks)
         plain = [i for i, r in enumerate(rows) if r.params.greedy and r.seen is None and r.counts is None]
         argmax = dict(zip(plain, raw[plain].argmax(-1).tolist())) if plain else {}
+        out = []
         for i, r in enumerate(rows):
             if i in argmax:
-                tok = argmax[i]
-            else:
-                x = raw[i:i + 1]  # (1, V)
-                if r.counts is not None:
-                    x = x - r.presence_penalty * (r.counts > 0) - r.frequency_penalty * r.counts
-                probs = token_probs(x, r.params, r.seen)
-                tok = (int(probs.argmax(-1)) if r.params.greedy
+                out.append(argmax[i])
+                continue
+            x = raw[i:i + 1]  # (1, V)
+            if r.counts is not None:
+                x = x - r.presence_penalty * (r.counts > 0) - r.frequency_penalty * r.counts
+            probs = token_probs(x, r.params, r.seen)
+            out.append(int(probs.argmax(-1)) if r.params.greedy
                        else int(torch.multinomial(probs, 1, generator=r.generator)))
-            lp = _logprobs(raw[i:i + 1], [tok], r.logprobs) if r.logprobs is not None else None
+        return out
+
+    def _emit(self, r: Request, tokens: list[int], raw: torch.Tensor) -> None:
+        """Hand a request its new tokens (raw (n, V): the logits each was drawn from), cut at a stop
+        token or its length limit; finish it there, else the last token is the next decode input."""
+        reason = None
+        for j, tok in enumerate(tokens):
+            if tok in r.params.stop_token_ids:
+                reason, tokens = "stop", tokens[:j + 1]
+                break
+            if len(r.prompt) + len(r.output) + j + 1 >= r.limit:
+                reason, tokens = "length", tokens[:j + 1]
+                break
+        lp = _logprobs(raw[:len(tokens)], tokens, r.logprobs) if r.logprobs is not None else None
+        for tok in tokens:
             if r.seen is not None:
                 r.seen[0, tok] = True
             if r.counts is not None:
                 r.counts[tok] += 1
-            extra = {"prompt_logprobs": r.prompt_lp} if r.prompt_logprobs is not None and not r.output else {}
-            r.output.append(tok)
-            reason = None
-            if tok in r.params.stop_token_ids:
-                reason = "stop"
-            elif len(r.prompt) + len(r.output) >= r.limit:
-                reason = "length"
-            if reason is not None:
-                with self._lock:
-                    self._finish(r, reason, [tok], lp, **extra)
-            else:
-                r.pending = tok
-                if r.on_event is not None:
-                    r.on_event(Event([tok], lp, **extra))
+        extra = {"prompt_logprobs": r.prompt_lp} if r.prompt_logprobs is not None and not r.output else {}
+        r.output += tokens
+        if reason is not None:
+            with self._lock:
+                self._finish(r, reason, tokens, lp, **extra)
+        else:
+            r.pending = tokens[-1]
+            if r.on_event is not None:
+                r.on_event(Event(tokens, lp, **extra))
 
 
 def _logprobs(logits: torch.Tensor, tokens: list[int], top: int) -> list[TokenLogprob]:

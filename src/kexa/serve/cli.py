@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=None, help="context per request (default: the model's)")
     p.add_argument("--step-tokens", type=int, default=512, help="tokens per scheduler step (decode rows + prefill)")
     p.add_argument("--speculative", type=int, nargs="?", const=1, default=0, metavar="K",
-                   help="MTP self-speculative decoding (not available in the batching scheduler yet: see docs)")
+                   help="MTP self-speculative decoding with K = 1 or 2 drafted tokens per step (K defaults to 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (tens of seconds first)")
     p.add_argument("--served-model-name", default=None, help="name in /v1/models (default: the folder's name)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
@@ -48,15 +48,20 @@ def build(args):
     from ..infer.scheduler import Scheduler
     from .app import create_app
 
-    if args.speculative:
-        raise UsageError("--speculative: MTP speculation is not scheduled by the continuous-batching server yet "
-                         "(use `kexa generate --speculative` for single requests)")
+    if args.speculative not in (0, 1, 2):
+        raise UsageError(f"--speculative K: K must be 1 or 2 drafted tokens per step, got {args.speculative}")
+    if args.speculative and args.compile:
+        raise UsageError("--speculative and --compile do not combine: the compiled step is plain decoding and "
+                         "speculative steps run eager; choose one")
     if args.max_batch < 1 or args.max_waiting < 0 or args.step_tokens < 1:
         raise UsageError("--max-batch and --step-tokens must be >= 1 and --max-waiting >= 0")
     if args.max_request_bytes < 2**20:
         raise UsageError("--max-request-bytes must be at least 1 MB (1048576), so long prompts reach the "
                          "context-length check")
     model, tok, engine = load(args)
+    if args.speculative and not model.config.has_mtp:
+        raise UsageError(f"--speculative needs the MTP block, and the model in {args.model} has none "
+                         f"(num_nextn_predict_layers = 0)")
     defaults = {}
     gen_cfg = Path(args.model) / "generation_config.json"
     if gen_cfg.exists():
@@ -66,7 +71,13 @@ def build(args):
             raise UsageError(f"{gen_cfg}: not valid JSON: {e}") from e
         defaults = {k: cfg[k] for k in ("temperature", "top_p", "top_k") if k in cfg}
     scheduler = Scheduler(engine, max_batch=args.max_batch, max_waiting=args.max_waiting,
-                          step_tokens=args.step_tokens, max_len=args.max_model_len)
+                          step_tokens=args.step_tokens, max_len=args.max_model_len, speculative=args.speculative)
+    if args.compile and scheduler.cache.max_len > 2048:
+        # static shapes: the compiled step attends over the whole cache on global layers, every step
+        print(f"kexa serve: warning: --compile attends over the whole {scheduler.cache.max_len}-position cache in "
+              f"every decode step (static shapes); at the 16K nano context that is ~20x slower than eager "
+              f"(benchmarks/results/serve_step.json): pass --max-model-len (e.g. 2048) with --compile",
+              file=sys.stderr)
     name = args.served_model_name or Path(args.model).resolve().name
     app = create_app(scheduler, tok, name, api_key=args.api_key, max_request_bytes=args.max_request_bytes,
                      defaults=defaults, cors_origins=args.cors_origin)
