@@ -90,6 +90,8 @@ def run_suite(client: ModelClient, suite, mode: str, items: list[dict], path: Pa
         batch = todo[start:start + chunk]
         if suite.kind == "loglikelihood":
             replies = [_loglikelihood_reply(client, it["pairs"]) for it in batch]
+        elif suite.kind == "episode":  # the suite talks to the model itself, over several turns (agentic)
+            replies = [suite.run_episode(client, it, params, MODES[mode]) for it in batch]
         elif any(it.get("tools") for it in batch):  # tool declarations are per conversation: one call each
             replies = [client.chat([it["messages"]], params, thinking=MODES[mode], tools=it.get("tools"))[0]
                        for it in batch]
@@ -151,7 +153,7 @@ def run_eval(client: ModelClient, suite_names: list, modes: list[str], out_dir: 
         suite_params = GenParams(**{**asdict(params), "max_tokens": max_tokens or suite.max_tokens or params.max_tokens})
         result["settings"]["max_tokens_by_suite"][suite.name] = suite_params.max_tokens
         result["settings"]["suite_settings"][suite.name] = suite.settings()
-        suite_modes = modes if suite.kind == "chat" else ["loglikelihood"]
+        suite_modes = ["loglikelihood"] if suite.kind == "loglikelihood" else modes
         for mode in suite_modes:
             path = out / "items" / f"{suite.name}.{mode}.jsonl"
             records = run_suite(client, suite, mode, items, path, suite_params, chunk, progress)

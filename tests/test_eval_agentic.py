@@ -1,0 +1,146 @@
+"""The agentic suite: tool-use episodes through kexa.agent's loop, scored by each task's own pass check.
+A client replaying the reference solver passes every task with valid calls; a client that breaks the schema
+and answers wrongly fails with validity < 1; a failing client is a per-item error asked again on resume;
+a tiny in-process model runs, is scored and resumes."""
+
+import json
+
+import pytest
+import torch
+
+from kexa import KExaone, ModelConfig
+from kexa.agent.envs import solve
+from kexa.client import EngineClient, ModelClient, Reply
+from kexa.eval.harness import read_records, run_eval
+from kexa.eval.suites import build_suite
+from kexa.eval.suites.agentic import call_is_valid
+from kexa.tokenizer import train_bpe
+
+QUIET = {"progress": lambda m: None}
+
+
+class SolverClient(ModelClient):
+    """Replays the reference solver's assistant turns for each task (found by its instruction)."""
+
+    name = "solver"
+
+    def __init__(self, tasks):
+        self.turns = {t["instruction"]: [m for m in solve(t)[2] if m["role"] == "assistant"] for t in tasks}
+        self.calls = 0
+
+    def chat(self, conversations, params, thinking=True, tools=None):
+        out = []
+        for messages in conversations:
+            self.calls += 1
+            assert tools, "the task's tools are declared to the model"
+            instruction = next(m["content"] for m in messages if m["role"] == "user")
+            turn = self.turns[instruction][sum(m["role"] == "assistant" for m in messages)]
+            calls = [{"id": c["id"], "type": "function", "function": {"name": c["function"]["name"],
+                      "arguments": json.dumps(c["function"]["arguments"])}} for c in turn.get("tool_calls", [])]
+            out.append(Reply(text=turn["content"], content=turn["content"], tool_calls=calls or None,
+                             finish_reason="stop"))
+        return out
+
+
+class CarelessClient(ModelClient):
+    """First turn: a declared tool with an undeclared argument, then an unknown tool; then a wrong answer."""
+
+    name = "careless"
+
+    def chat(self, conversations, params, thinking=True, tools=None):
+        messages = conversations[0]
+        if not any(m["role"] == "tool" for m in messages):
+            first = tools[0]["function"]["name"]
+            calls = [{"id": "a", "type": "function", "function": {"name": first, "arguments": '{"nope": 1}'}},
+                     {"id": "b", "type": "function", "function": {"name": "no_such_tool", "arguments": "{}"}}]
+            return [Reply(text="", content="", tool_calls=calls, finish_reason="stop")]
+        return [Reply(text="done", content="I could not do it.", finish_reason="stop")]
+
+
+class DownClient(ModelClient):
+    name = "down"
+
+    def chat(self, conversations, params, thinking=True, tools=None):
+        return [Reply(error="connection error (3 attempts): refused") for _ in conversations]
+
+
+def test_items_are_held_out_and_deterministic():
+    a, b = build_suite("agentic").items(4), build_suite("agentic").items(4)
+    assert [x["id"] for x in a] == [x["id"] for x in b] and len(a) == 4
+    assert all(x["task"]["split"] == "heldout" for x in a)
+    assert len({x["domain"] for x in build_suite("agentic").items(12)}) > 1
+
+
+def test_solver_replay_scores_one_and_resume_asks_nothing(tmp_path):
+    tasks = [it["task"] for it in build_suite("agentic").items(4)]
+    client = SolverClient(tasks)
+    result = run_eval(client, ["agentic"], ["reasoning", "plain"], tmp_path, limit=4, chunk=2, **QUIET)
+    m = result["suites"]["agentic"]
+    assert m["pass_rate"] == 1.0 and m["plain/pass_rate"] == 1.0 and m["n"] == 4 and m["errors"] == 0
+    assert m["tool_call_validity"] == 1.0 and m["answered"] == 1.0
+    expected_steps = sum(sum(1 for x in solve(t)[2] if x.get("tool_calls")) for t in tasks) / 4
+    assert m["steps_mean"] == expected_steps > 0
+    rec = next(iter(read_records(tmp_path / "items" / "agentic.reasoning.jsonl").values()))
+    episode = json.loads(rec["reply"]["text"])
+    assert episode["passed"] and episode["calls"] and all(c["valid"] for c in episode["calls"])
+    asked = client.calls
+    again = run_eval(client, ["agentic"], ["reasoning", "plain"], tmp_path, limit=4, **QUIET)
+    assert client.calls == asked and again["suites"]["agentic"] == m  # resumed: nothing asked again
+
+
+def test_schema_breaking_calls_and_wrong_answer_score_zero(tmp_path):
+    result = run_eval(CarelessClient(), ["agentic"], ["plain"], tmp_path, limit=3, **QUIET)
+    m = result["suites"]["agentic"]
+    assert m["pass_rate"] == 0.0 and m["tool_call_validity"] == 0.0 and m["tool_calls"] == 6
+    assert m["steps_mean"] == 1.0 and m["answered"] == 1.0
+
+
+def test_call_validity_against_the_declared_schema():
+    tools = build_suite("agentic").items(1)[0]["task"]["tools"]
+    fn = tools[0]["function"]
+    required = {k: ("x" if v.get("type") == "string" else 1) for k, v in fn["parameters"]["properties"].items()
+                if k in fn["parameters"]["required"]}
+    assert call_is_valid(fn["name"], json.dumps(required), tools) == all(
+        fn["parameters"]["properties"][k].get("type") in ("string", "integer", "number") for k in required)
+    assert not call_is_valid(fn["name"], "{not json", tools)
+    assert not call_is_valid(fn["name"], "[1, 2]", tools)
+    assert not call_is_valid("no_such_tool", "{}", tools)
+    assert not call_is_valid(None, None, tools)  # a <tool_call> block the parser could not read
+
+
+def test_unreachable_model_is_a_per_item_error_asked_again(tmp_path):
+    result = run_eval(DownClient(), ["agentic"], ["reasoning"], tmp_path, limit=2, **QUIET)
+    m = result["suites"]["agentic"]
+    assert m["errors"] == 2 and m["n"] == 0
+    rec = next(iter(read_records(tmp_path / "items" / "agentic.reasoning.jsonl").values()))
+    assert "refused" in rec["error"]
+    tasks = [it["task"] for it in build_suite("agentic").items(2)]
+    result = run_eval(SolverClient(tasks), ["agentic"], ["reasoning"], tmp_path, limit=2, **QUIET)
+    assert result["suites"]["agentic"]["pass_rate"] == 1.0 and result["suites"]["agentic"]["errors"] == 0
+
+
+def test_bad_options_are_one_line():
+    with pytest.raises(ValueError, match="max_steps"):
+        build_suite("agentic", max_steps=0)
+    with pytest.raises(ValueError, match="no such task file"):
+        build_suite("agentic", tasks="/nonexistent/tasks.jsonl").items(2)
+
+
+def test_tiny_model_runs_scores_and_resumes(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text('<tool_call>{"name": "get_order", "arguments": {"order_id": "A-1"}}</tool_call> done 42\n' * 40)
+    tok = train_bpe([str(corpus)], vocab_size=400)
+    torch.manual_seed(0)
+    model = KExaone(ModelConfig.preset("tiny").replace(vocab_size=tok.vocab_size, max_position_embeddings=8192))
+    client = EngineClient(model.eval(), tok, name="tiny")
+    opts = {"agentic": {"max_steps": 2}}
+    result = run_eval(client, ["agentic"], ["plain"], tmp_path, limit=2, max_tokens=8, suite_options=opts, **QUIET)
+    m = result["suites"]["agentic"]
+    assert m["n"] + m["errors"] == 2 and m["n"] == 2, read_records(tmp_path / "items" / "agentic.plain.jsonl")
+    assert 0.0 <= m["pass_rate"] <= 1.0 and 0 <= m["steps_mean"] <= 2
+    assert result["settings"]["suite_settings"]["agentic"]["max_steps"] == 2
+    path = tmp_path / "items" / "agentic.plain.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n")  # lose the second item: the rerun answers only that one
+    again = run_eval(client, ["agentic"], ["plain"], tmp_path, limit=2, max_tokens=8, suite_options=opts, **QUIET)
+    assert again["suites"]["agentic"]["n"] == 2 and len(path.read_text().splitlines()) == 2
