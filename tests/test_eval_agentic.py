@@ -144,3 +144,19 @@ def test_tiny_model_runs_scores_and_resumes(tmp_path):
     path.write_text(lines[0] + "\n")  # lose the second item: the rerun answers only that one
     again = run_eval(client, ["agentic"], ["plain"], tmp_path, limit=2, max_tokens=8, suite_options=opts, **QUIET)
     assert again["suites"]["agentic"]["n"] == 2 and len(path.read_text().splitlines()) == 2
+
+
+def test_report_grid_over_stages_counts_errors(tmp_path):
+    """The speedrun report's Table-3 grid (kexa.report.evaluation_section over stages_table): a stage whose
+    model could not be asked shows '-' and its error count; a solving stage shows 1.0 in both modes."""
+    from kexa.report import evaluation_section
+    tasks = [it["task"] for it in build_suite("agentic").items(2)]
+    modes = ["reasoning", "plain"]
+    down = run_eval(DownClient(), ["agentic"], modes, tmp_path / "a", limit=2, **QUIET)
+    solved = run_eval(SolverClient(tasks), ["agentic"], modes, tmp_path / "b", limit=2, **QUIET)
+    section = evaluation_section({**solved, "stages": {"pretrain": down, "sft": solved}})
+    assert "| suite | metric | pretrain reasoning | pretrain plain | sft reasoning | sft plain |" in section
+    assert "| agentic | pass_rate | - | - | 1.0000 | 1.0000 |" in section
+    assert "| agentic | tool_call_validity | - | - | 1.0000 | 1.0000 |" in section
+    assert "pretrain reasoning agentic: 2; pretrain plain agentic: 2." in section
+    assert "temperature 1.0, top-p 0.95, MTP off, 2 item(s)" in section

@@ -189,23 +189,28 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def stages_table(results: dict[str, dict], metrics: dict[str, str] | None = None) -> str:
+def stages_table(results: dict[str, dict], metrics: dict[str, str | list[str]] | None = None) -> str:
     """One markdown table, suite x stage (both modes where run), from `run_eval` results keyed by stage name
     (the speedrun's evaluation table, K-EXAONE Table 3 in miniature). `metrics` picks each suite's headline
-    metric (default: its first)."""
+    metric, or a list of metrics (a row each) (default: its first)."""
     suites = list(dict.fromkeys(s for r in results.values() for s in r["suites"]))
     modes = list(dict.fromkeys(m for r in results.values() for m in r["settings"]["modes"]))
     head = [f"{stage} {mode}" for stage in results for mode in modes]
     lines = ["| suite | metric | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
     for suite in suites:
-        metric = (metrics or {}).get(suite) or next(
+        picked = (metrics or {}).get(suite) or next(
             k for r in results.values() if suite in r["suites"] for k in r["suites"][suite])
-        cells = []
-        for r in results.values():
-            ms = r["suites"].get(suite, {})
-            for mode in modes:
-                first = mode == r["settings"]["modes"][0]  # a one-mode run keeps plain metric names
-                key = f"{mode}/{metric}" if f"{mode}/{metric}" in ms else (metric if first else None)
-                cells.append(_fmt(ms.get(key) if key else None))
-        lines.append(f"| {suite} | {metric} | " + " | ".join(cells) + " |")
+        for metric in [picked] if isinstance(picked, str) else picked:
+            lines.append(_stages_row(results, modes, suite, metric))
     return "\n".join(lines) + "\n"
+
+
+def _stages_row(results: dict[str, dict], modes: list[str], suite: str, metric: str) -> str:
+    cells = []
+    for r in results.values():
+        ms = r["suites"].get(suite, {})
+        for mode in modes:
+            first = mode == r["settings"]["modes"][0]  # a one-mode run keeps plain metric names
+            key = f"{mode}/{metric}" if f"{mode}/{metric}" in ms else (metric if first else None)
+            cells.append(_fmt(ms.get(key) if key else None))
+    return f"| {suite} | {metric} | " + " | ".join(cells) + " |"
