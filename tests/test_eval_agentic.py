@@ -4,6 +4,8 @@ and answers wrongly fails with validity < 1; a failing client is a per-item erro
 a tiny in-process model runs, is scored and resumes."""
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch
 from kexa import KExaone, ModelConfig
 from kexa.agent.envs import solve
 from kexa.client import EngineClient, ModelClient, Reply
+from kexa.eval.cli import main as eval_main
 from kexa.eval.harness import read_records, run_eval
 from kexa.eval.suites import build_suite
 from kexa.eval.suites.agentic import call_is_valid
@@ -160,3 +163,64 @@ def test_report_grid_over_stages_counts_errors(tmp_path):
     assert "| agentic | tool_call_validity | - | - | 1.0000 | 1.0000 |" in section
     assert "pretrain reasoning agentic: 2; pretrain plain agentic: 2." in section
     assert "temperature 1.0, top-p 0.95, MTP off, 2 item(s)" in section
+
+
+class SolverAPI(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /v1/chat/completions that replays the reference solver (tool calls in OpenAI's
+    wire shape, arguments as JSON strings): the agentic suite through `--endpoint` and the openai client."""
+
+    turns: dict = {}
+    seen_tools: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send({"object": "list", "data": [{"id": "solver", "object": "model", "created": 0, "owned_by": "x"}]})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        messages = body["messages"]
+        SolverAPI.seen_tools.append(len(body.get("tools", [])))
+        instruction = next(m["content"] for m in messages if m["role"] == "user")
+        turn = SolverAPI.turns[instruction][sum(m["role"] == "assistant" for m in messages)]
+        calls = [{"id": c["id"], "type": "function", "function": {"name": c["function"]["name"],
+                  "arguments": json.dumps(c["function"]["arguments"])}} for c in turn.get("tool_calls", [])]
+        msg = {"role": "assistant", "content": turn["content"] or None, **({"tool_calls": calls} if calls else {})}
+        self._send({"id": "x", "object": "chat.completion", "created": 0, "model": "solver",
+                    "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls" if calls else "stop"}]})
+
+
+def test_endpoint_cli_run_through_the_openai_client(tmp_path, capsys):
+    tasks = [it["task"] for it in build_suite("agentic").items(2)]
+    SolverAPI.turns = {t["instruction"]: [m for m in solve(t)[2] if m["role"] == "assistant"] for t in tasks}
+    SolverAPI.seen_tools = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SolverAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = eval_main(["run", "--endpoint", f"http://127.0.0.1:{server.server_address[1]}/v1", "--suite",
+                          "agentic", "--limit", "2", "--option", "agentic.max_steps=6", "--out", str(tmp_path),
+                          "--json"])
+    finally:
+        server.shutdown()
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    m = result["suites"]["agentic"]
+    assert (m["pass_rate"], m["tool_call_validity"], m["n"], m["errors"]) == (1.0, 1.0, 2, 0)
+    assert result["settings"]["suite_settings"]["agentic"]["max_steps"] == 6
+    assert SolverAPI.seen_tools and all(n > 0 for n in SolverAPI.seen_tools)  # the tools were declared
+
+
+def test_bad_cli_option_is_one_line(tmp_path, capsys):
+    code = eval_main(["run", "--endpoint", "http://127.0.0.1:9/v1", "--suite", "agentic",
+                      "--option", "agentic.max_steps=many", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "max_steps" in err

@@ -77,12 +77,16 @@ class Agentic(Suite):
     kind = "episode"  # the suite drives the model itself (run_episode), over several turns
     max_tokens = 512  # per turn
 
-    def __init__(self, tasks: str | None = None, seed: int = 1234, split: str | None = "heldout",
-                 max_steps: int = 8, n: int = 50):
+    def __init__(self, tasks: str | None = None, seed: int | str = 1234, split: str = "heldout",
+                 max_steps: int | str = 8, n: int | str = 50):
+        try:  # `--option agentic.max_steps=4` arrives as a string
+            seed, max_steps, n = int(seed), int(max_steps), int(n)
+        except ValueError as e:
+            raise ValueError(f"agentic: seed, max_steps and n must be integers ({e})") from e
         if max_steps < 1 or n < 1:
             raise ValueError("agentic: max_steps and n must be >= 1")
-        if split not in ("train", "heldout", None):
-            raise ValueError(f"agentic: split must be train, heldout or null; got {split!r}")
+        if split not in ("train", "heldout", "all"):
+            raise ValueError(f"agentic: split must be train, heldout or all; got {split!r}")
         self.tasks_file, self.seed, self.split, self.max_steps, self.n = tasks, seed, split, max_steps, n
 
     def settings(self) -> dict:
@@ -90,7 +94,7 @@ class Agentic(Suite):
                 "max_steps": self.max_steps}
 
     def _tasks(self, want: int) -> list[dict]:
-        keep = lambda ts: [t for t in ts if self.split in (None, t.get("split"))]  # noqa: E731
+        keep = lambda ts: [t for t in ts if self.split in ("all", t.get("split"))]  # noqa: E731
         if self.tasks_file:
             tasks = keep(load_tasks(self.tasks_file))
             if not tasks:
