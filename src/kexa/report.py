@@ -1,7 +1,8 @@
 """The speedrun's report card: RUN/report.md + PNG plots, rebuilt from the run's own logs.
 
 Every number comes from files the run wrote (stages.json, tokenizer_compare.json,
-pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, sft/sft_eval.json, eval.json, eval/results.json), so
+pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, sft/sft_eval.json, eval.json,
+eval/results.json), so
 `kexa report RUN` regenerates the same report at any time. Plots need matplotlib (`kexa[plot]`);
 without it the report is written with tables only and says so.
 
@@ -88,7 +89,8 @@ def evaluation_section(results: dict) -> str:
     st = results["settings"]
     lines = [f"`kexa eval run` on each stage's model: temperature {st['temperature']}, top-p {st['top_p']}, "
              f"MTP {'on' if st['mtp'] else 'off'}, {st['limit']} item(s) per suite and mode, at most "
-             f"{max(st['max_tokens_by_suite'].values())} new tokens per reply. Per-item outputs: `eval/<stage>/items/`.\n",
+             f"{max(st['max_tokens_by_suite'].values())} new tokens per reply. "
+             f"Per-item outputs: `eval/<stage>/items/`.\n",
              stages_table(stages, {s: m for s, m in EVAL_METRICS.items() if s in st["suites"]})]
     failed = [f"{stage} {key.split('/')[0] if '/' in key else st['modes'][0]} {suite}: {v}"
               for stage, r in stages.items() for suite, m in r["suites"].items()
