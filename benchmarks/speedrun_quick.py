@@ -45,7 +45,8 @@ def main() -> None:
     result = {"run_dir": str(run), "data_cache_warm": cache_warm, "total_wall_s": wall,
               "budget_s": 180, "within_budget": wall <= 180,
               "stage_wall_s": {name: s["wall_s"] for name, s in stages.items()},
-              "sft_summary": stages.get("sft", {}).get("summary"), "last_line": last_line}
+              "sft_summary": stages.get("sft", {}).get("summary"),
+              "eval_summary": stages.get("eval", {}).get("summary"), "last_line": last_line}
     path = write_result(args.out, result)
     print(f"speedrun --quick: {wall:.0f}s total (cache {'warm' if cache_warm else 'cold'}); stages: "
           + ", ".join(f"{k} {v:.0f}s" for k, v in result["stage_wall_s"].items()) + f"\n-> {path}")

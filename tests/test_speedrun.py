@@ -20,7 +20,8 @@ def run(tmp_path_factory):
         extend_overrides=["extend.max_rounds=1", "niah.samples=1", "niah.depths=[0.0, 1.0]"],
         extend_stage_steps=[3, 2], decode_new_tokens=8, decode_repeats=1, speculative_k=(1,),
         sft=REPO / "configs/sft_quick.toml",
-        sft_overrides=["train.steps=3", "sft.eval_n=1", "sft.eval_max_new_tokens=12", "train.plot=false"])
+        sft_overrides=["train.steps=3", "sft.eval_n=1", "sft.eval_max_new_tokens=12", "train.plot=false"],
+        eval_limit=1, eval_max_tokens=6)
     state = speedrun(root / "run", cfg)
     return root / "run", cfg, state
 
@@ -77,6 +78,30 @@ def test_sft_stage_starts_from_the_extended_model_and_becomes_the_final_model(ru
     assert "SFT, reasoning mode: held-out task accuracy, before → after" in report
 
 
+def test_eval_stage_grids_every_stage_model_in_both_modes(run):
+    rundir, cfg, state = run
+    names = [s.name for s in STAGES]
+    assert names.index("sft") < names.index("eval") < names.index("report")
+    res = json.loads((rundir / "eval" / "results.json").read_text())
+    assert list(res["stages"]) == ["pretrain", "extend", "sft"]  # every model-producing stage, in order
+    assert res["suites"] == res["stages"]["sft"]["suites"]  # the harness's format: the final model's numbers
+    settings = res["settings"]
+    assert settings["modes"] == ["reasoning", "plain"] and settings["suites"] == list(cfg.eval_suites)
+    assert (settings["temperature"], settings["top_p"], settings["mtp"], settings["limit"]) == (1.0, 0.95, False, 1)
+    for stage, r in res["stages"].items():
+        assert set(r["suites"]) == set(cfg.eval_suites)
+        for suite, m in r["suites"].items():  # every item asked in both modes: scored or a counted error
+            assert m["reasoning/n"] + m["reasoning/errors"] == m["plain/n"] + m["plain/errors"] > 0, (stage, suite)
+        assert (rundir / "eval" / stage / "items" / "agentic.plain.jsonl").exists()
+    assert state["eval"]["summary"]["models"] == ["pretrain", "extend", "sft"]
+    report = (rundir / "report.md").read_text()
+    from kexa.report import evaluation_section
+    assert evaluation_section(res) in report
+    assert "| suite | metric | pretrain reasoning | pretrain plain | extend reasoning | extend plain | " \
+           "sft reasoning | sft plain |" in report
+    assert "| agentic | pass_rate |" in report and "| math |" in report
+
+
 def test_rerun_skips_and_corrupted_output_is_redone(run, capsys):
     rundir, cfg, state = run
     capsys.readouterr()
@@ -97,6 +122,7 @@ def test_rerun_skips_and_corrupted_output_is_redone(run, capsys):
 def test_lost_sft_output_redoes_sft_and_later_stages_only(run, capsys):
     rundir, cfg, _ = run
     before = json.loads((rundir / "stages.json").read_text())
+    kept, redone = ((rundir / "eval" / m / "items" / "math.plain.jsonl").stat().st_mtime_ns for m in ("extend", "sft"))
     (rundir / "sft" / "sft_eval.json").unlink()
     capsys.readouterr()
     speedrun(rundir, cfg)
@@ -106,6 +132,12 @@ def test_lost_sft_output_redoes_sft_and_later_stages_only(run, capsys):
     after = json.loads((rundir / "stages.json").read_text())
     assert after["extend"]["wall_s"] == before["extend"]["wall_s"]
     assert after["sft"]["wall_s"] != before["sft"]["wall_s"] and (rundir / "sft" / "sft_eval.json").exists()
+    # the eval stage is redone; the SFT model's items belong to the new SFT model, the others are kept
+    assert "] eval: evaluation suites" in out
+    items = {m: (rundir / "eval" / m / "items" / "math.plain.jsonl").stat().st_mtime_ns for m in ("extend", "sft")}
+    assert items["extend"] == kept and items["sft"] != redone  # extend's answers reused, sft's asked again
+    made_by = json.loads((rundir / "eval" / "sft" / "model_stage.json").read_text())
+    assert made_by["wall_s"] == after["sft"]["wall_s"]
 
 
 def test_fresh_redoes_every_stage_including_sft(run, capsys):

@@ -1,7 +1,8 @@
 """The speedrun's report card: RUN/report.md + PNG plots, rebuilt from the run's own logs.
 
 Every number comes from files the run wrote (stages.json, tokenizer_compare.json,
-pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, sft/sft_eval.json, eval.json), so
+pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, sft/sft_eval.json, eval.json,
+eval/results.json), so
 `kexa report RUN` regenerates the same report at any time. Plots need matplotlib (`kexa[plot]`);
 without it the report is written with tables only and says so.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from .plots import plot_balance, plot_losses, pyplot
 
 SECTIONS = ["Headline", "Machine", "Tokenizer", "Parameters", "Pre-training", "Expert balance",
-            "Context extension", "SFT", "Decoding", "KV cache", "Samples", "Wall time"]
+            "Context extension", "SFT", "Evaluation", "Decoding", "KV cache", "Samples", "Wall time"]
 SFT_TITLE = "SFT: held-out tasks before / after"  # the section kexa.eval.tasks_eval.report_markdown writes
 
 
@@ -73,6 +74,33 @@ def machine() -> dict:
 
 
 # ---------------------------------------------------------------------- the report
+# the grid's rows per suite (default: the suite's first metric); agentic adds issue 20's tool-call validity
+EVAL_METRICS = {"agentic": ["pass_rate", "tool_call_validity", "steps_mean"], "translation": "chrf",
+                "ifeval": "prompt_strict"}
+
+
+def evaluation_section(results: dict) -> str:
+    """The suite x stage x mode grid of RUN/eval/results.json (`kexa.eval.harness.stages_table`), its settings,
+    and where items failed (an error is a call that could not be made, e.g. a prompt past the model's context)."""
+    from .eval.harness import stages_table
+    stages = results.get("stages") or {}
+    if not stages:
+        return "(no eval stage in this run)\n"
+    st = results["settings"]
+    lines = [f"`kexa eval run` on each stage's model: temperature {st['temperature']}, top-p {st['top_p']}, "
+             f"MTP {'on' if st['mtp'] else 'off'}, {st['limit']} item(s) per suite and mode, at most "
+             f"{max(st['max_tokens_by_suite'].values())} new tokens per reply. "
+             f"Per-item outputs: `eval/<stage>/items/`.\n",
+             stages_table(stages, {s: m for s, m in EVAL_METRICS.items() if s in st["suites"]})]
+    failed = [f"{stage} {key.split('/')[0] if '/' in key else st['modes'][0]} {suite}: {v}"
+              for stage, r in stages.items() for suite, m in r["suites"].items()
+              for key, v in m.items() if key.split("/")[-1] == "errors" and v and ("/" in key or len(st["modes"]) == 1)]
+    if failed:
+        lines.append(f"Items that could not be asked (not scored, counted apart; the reason is in each item's "
+                     f"`error`): {'; '.join(failed)}.\n")
+    return "\n".join(lines)
+
+
 def write_report(run_dir: str | Path) -> Path:
     run = Path(run_dir)
     stages = _read_json(run / "stages.json")
@@ -211,6 +239,10 @@ def write_report(run_dir: str | Path) -> Path:
             add("![SFT training](sft/training.png)\n")
     else:
         add("## SFT\n\n(no SFT stage in this run)\n")
+
+    # evaluation: the harness's suites on every stage's model, both modes (K-EXAONE Table 3 in miniature)
+    add("## Evaluation\n")
+    add(evaluation_section(_read_json(run / "eval" / "results.json")))
 
     # decoding
     add("## Decoding\n")

@@ -8,6 +8,8 @@
               (kexa sft): held-out accuracy by task x mode and template compliance, before/after
     evaluate  the final model (the last post-training stage's): held-out loss of every stage's model,
               decode tok/s plain vs MTP-speculative, KV-cache bytes, expert loads, samples -> RUN/eval.json
+    eval      kexa eval run (math, mcq, ifeval, translation, agentic) on every stage's model, both modes
+              -> RUN/eval/results.json (harness format + "stages"): the report's suite x stage x mode grid
     report    RUN/report.md + PNGs (kexa.report; `kexa report RUN` redoes it from the logs)
 
 Idempotent: RUN/stages.json records each finished stage with its wall time and summary; a stage is
@@ -30,13 +32,12 @@ entry there plus its function and its config in SpeedrunConfig:
           lambda r: _loads(r / "rl" / "model"), model="rl/model"),   # after "sft", before "evaluate"
 
 `model=` marks the stage's output model: the next model-producing stage starts from it, and the
-last one becomes RUN/model (evaluated by `evaluate`). An evaluation-only stage (`kexa eval run`)
-goes after `evaluate` with no `model=`, writing RUN/eval/results.json, plus a section in kexa.report
-that reads it (as the SFT section reads sft/sft_eval.json).
+last one becomes RUN/model (evaluated by `evaluate`), and `eval` evaluates every such stage's model
+(a new post-training stage goes before `evaluate`, so `eval` covers it with no change).
 
     kexa speedrun                      # nano: ~25 min on 2 cores before SFT; the SFT stage is not yet timed on nano
-    kexa speedrun --quick              # tiny: 116 s with a warm data cache on a loaded 2-core machine
-                                       # (benchmarks/speedrun_quick.py; SFT 27 s of it)
+    kexa speedrun --quick              # tiny: 142 s with a cold data cache on a loaded 2-core machine
+                                       # (benchmarks/speedrun_quick.py; SFT 25 s, eval 10 s of it)
     kexa speedrun --run-dir runs/x --fresh
 """
 
@@ -71,13 +72,21 @@ class SpeedrunConfig:
     speculative_k: tuple[int, ...] = (1, 2)
     sft: Path = REPO / "configs/sft_quick.toml"  # SFT recipe (TOML, as `kexa sft --config`)
     sft_overrides: list[str] = field(default_factory=list)
+    # eval stage: `kexa eval run` on every stage's model, both modes, the report's sampling settings;
+    # limit = items per suite, max_tokens = every suite's generation budget (per turn for agentic)
+    eval_suites: tuple[str, ...] = ("math", "mcq", "ifeval", "translation", "agentic")
+    eval_limit: int = 2
+    eval_max_tokens: int = 16
+    eval_options: dict = field(default_factory=lambda: {"agentic": {"max_steps": 2},
+                                                        "translation": {"directions": "en-ko,ko-en"}})
 
     @classmethod
     def named(cls, quick: bool) -> "SpeedrunConfig":
         if quick:  # tiny model, shortened extension: the smoke run (a few minutes)
             return cls(REPO / "configs/tiny.toml", REPO / "configs/extend_tiny.toml",
                        extend_overrides=["extend.max_rounds=1"], extend_stage_steps=[60, 20],
-                       decode_new_tokens=32, decode_repeats=2, sft=REPO / "configs/sft_quick.toml")
+                       decode_new_tokens=32, decode_repeats=2, sft=REPO / "configs/sft_quick.toml",
+                       eval_limit=2, eval_max_tokens=16)
         # nano: the stages before SFT fit ~25 minutes of an idle 2-core CPU: the nano recipes cut to 120
         # pre-training steps of 2,048 tokens (~5.5 s each: fwd+bwd 2.9 s, Muon's Newton-Schulz 2.5 s)
         # and one round per extension stage; `kexa pretrain --config configs/nano.toml` is the long run
@@ -92,7 +101,10 @@ class SpeedrunConfig:
                    sft=REPO / "configs/sft_nano.toml",
                    sft_overrides=["train.steps=60", "data.grad_accum=1", "train.eval_every=0",
                                   "train.save_every=20", "sft.eval_n=2", 'sft.eval_langs=["en", "ko"]',
-                                  "sft.eval_max_new_tokens=160"])
+                                  "sft.eval_max_new_tokens=160"],
+                   # eval: 8 items per suite and mode, 160 tokens (a short think block, then the answer)
+                   eval_limit=8, eval_max_tokens=160,
+                   eval_options={"agentic": {"max_steps": 4}, "translation": {"directions": "en-ko,ko-en"}})
 
 
 @dataclass
@@ -290,6 +302,62 @@ def stage_evaluate(ctx: Context) -> dict:
             "speculative_speedup": {k: v["speedup"] for k, v in decode["speculative"].items()}}
 
 
+EVAL_DIR = "eval"  # RUN/eval/results.json: the harness's format plus "stages"; RUN/eval/<stage>/: each model's run
+
+
+def stage_eval(ctx: Context) -> dict:
+    """`kexa eval run` (kexa.eval.harness) on the model of every model-producing stage before this one, both
+    modes, the report's settings (temperature 1.0, top-p 0.95, MTP off), `eval_limit` items per suite.
+    RUN/eval/results.json is the harness's result of the final model ({"suites", "settings"}) plus
+    "stages": {stage: that stage's model's result}: the Table-3-style grid of the report. Each stage's items
+    live in RUN/eval/<stage>/ and resume after an interruption; they are thrown away when the stage that
+    made the model was redone since (its record in stages.json changed)."""
+    from .client import EngineClient
+    from .eval.harness import run_eval
+    cfg, out = ctx.cfg, ctx.run / EVAL_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for stage in STAGES[:[s.name for s in STAGES].index("eval")]:
+        if not stage.model or not _loads(ctx.run / stage.model):
+            continue
+        where = out / stage.name
+        made_by = json.loads(json.dumps({k: ctx.state.get(stage.name, {}).get(k) for k in ("wall_s", "summary")}))
+        if where.exists() and (not _json(where / "model_stage.json")
+                               or json.loads((where / "model_stage.json").read_text()) != made_by):
+            shutil.rmtree(where)  # items of an older model of this stage
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "model_stage.json").write_text(json.dumps(made_by))
+        print(f"eval: {stage.name} model ({stage.model}), suites {', '.join(cfg.eval_suites)}, both modes", flush=True)
+        client = EngineClient.from_folder(ctx.run / stage.model)
+        client.name = stage.model  # results.json's target: which stage's model, not the folder's last name
+        results[stage.name] = run_eval(client, list(cfg.eval_suites), ["reasoning", "plain"], where,
+                                       limit=cfg.eval_limit, max_tokens=cfg.eval_max_tokens,
+                                       suite_options=cfg.eval_options, progress=lambda m: None)
+    if not results:
+        raise ValueError("no stage model to evaluate")
+    final = results[list(results)[-1]]
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps({**final, "stages": results}, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(out / "results.json")
+    per_suite = [m for r in results.values() for m in r["suites"].values()]
+    return {"models": list(results), "scored": sum(_over_modes(m, "n") for m in per_suite),
+            "errors": sum(_over_modes(m, "errors") for m in per_suite),
+            "final": {suite: next(iter(m.values())) for suite, m in final["suites"].items()}}
+
+
+def _over_modes(metrics: dict, key: str) -> int:
+    """A count summed over the modes a suite ran in (`<mode>/<key>`; the plain key when it ran in one)."""
+    per_mode = [v for k, v in metrics.items() if k.endswith(f"/{key}")]
+    return sum(per_mode) if per_mode else metrics[key]
+
+
+def _eval_valid(run: Path) -> bool:
+    if not _json(run / EVAL_DIR / "results.json"):
+        return False
+    got = json.loads((run / EVAL_DIR / "results.json").read_text())
+    return isinstance(got.get("stages"), dict) and bool(got["stages"]) and "suites" in got
+
+
 def stage_report(ctx: Context) -> dict:
     from .report import write_report
     path = write_report(ctx.run)
@@ -338,6 +406,7 @@ STAGES = [
     # rl, preference: here, one entry each (model="rl/model", ...); see the module docstring
     Stage("evaluate", "evaluation: loss, decode speed, KV cache, samples", stage_evaluate,
           lambda r: _json(r / "eval.json") and _loads(r / "model")),
+    Stage("eval", "evaluation suites x every stage's model x both modes (kexa eval run)", stage_eval, _eval_valid),
     Stage("report", "report card", stage_report, lambda r: (r / "report.md").exists()),
 ]
 

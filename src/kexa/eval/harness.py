@@ -90,6 +90,8 @@ def run_suite(client: ModelClient, suite, mode: str, items: list[dict], path: Pa
         batch = todo[start:start + chunk]
         if suite.kind == "loglikelihood":
             replies = [_loglikelihood_reply(client, it["pairs"]) for it in batch]
+        elif suite.kind == "episode":  # the suite talks to the model itself, over several turns (agentic)
+            replies = [suite.run_episode(client, it, params, MODES[mode]) for it in batch]
         elif any(it.get("tools") for it in batch):  # tool declarations are per conversation: one call each
             replies = [client.chat([it["messages"]], params, thinking=MODES[mode], tools=it.get("tools"))[0]
                        for it in batch]
@@ -151,7 +153,7 @@ def run_eval(client: ModelClient, suite_names: list, modes: list[str], out_dir: 
         suite_params = GenParams(**{**asdict(params), "max_tokens": max_tokens or suite.max_tokens or params.max_tokens})
         result["settings"]["max_tokens_by_suite"][suite.name] = suite_params.max_tokens
         result["settings"]["suite_settings"][suite.name] = suite.settings()
-        suite_modes = modes if suite.kind == "chat" else ["loglikelihood"]
+        suite_modes = ["loglikelihood"] if suite.kind == "loglikelihood" else modes
         for mode in suite_modes:
             path = out / "items" / f"{suite.name}.{mode}.jsonl"
             records = run_suite(client, suite, mode, items, path, suite_params, chunk, progress)
@@ -187,23 +189,28 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def stages_table(results: dict[str, dict], metrics: dict[str, str] | None = None) -> str:
+def stages_table(results: dict[str, dict], metrics: dict[str, str | list[str]] | None = None) -> str:
     """One markdown table, suite x stage (both modes where run), from `run_eval` results keyed by stage name
     (the speedrun's evaluation table, K-EXAONE Table 3 in miniature). `metrics` picks each suite's headline
-    metric (default: its first)."""
+    metric, or a list of metrics (a row each) (default: its first)."""
     suites = list(dict.fromkeys(s for r in results.values() for s in r["suites"]))
     modes = list(dict.fromkeys(m for r in results.values() for m in r["settings"]["modes"]))
     head = [f"{stage} {mode}" for stage in results for mode in modes]
     lines = ["| suite | metric | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
     for suite in suites:
-        metric = (metrics or {}).get(suite) or next(
+        picked = (metrics or {}).get(suite) or next(
             k for r in results.values() if suite in r["suites"] for k in r["suites"][suite])
-        cells = []
-        for r in results.values():
-            ms = r["suites"].get(suite, {})
-            for mode in modes:
-                first = mode == r["settings"]["modes"][0]  # a one-mode run keeps plain metric names
-                key = f"{mode}/{metric}" if f"{mode}/{metric}" in ms else (metric if first else None)
-                cells.append(_fmt(ms.get(key) if key else None))
-        lines.append(f"| {suite} | {metric} | " + " | ".join(cells) + " |")
+        for metric in [picked] if isinstance(picked, str) else picked:
+            lines.append(_stages_row(results, modes, suite, metric))
     return "\n".join(lines) + "\n"
+
+
+def _stages_row(results: dict[str, dict], modes: list[str], suite: str, metric: str) -> str:
+    cells = []
+    for r in results.values():
+        ms = r["suites"].get(suite, {})
+        for mode in modes:
+            first = mode == r["settings"]["modes"][0]  # a one-mode run keeps plain metric names
+            key = f"{mode}/{metric}" if f"{mode}/{metric}" in ms else (metric if first else None)
+            cells.append(_fmt(ms.get(key) if key else None))
+    return f"| {suite} | {metric} | " + " | ".join(cells) + " |"

@@ -4,7 +4,8 @@
     suite = build_suite("math", data="gsm8k_test.jsonl")    # options are each suite's constructor arguments
 
 Suites: mcq (generated answer letter) and mcq-loglik (log-likelihood of the letter, for base models), math,
-code (HumanEval), ifeval, mrcr (long context), translation, safety. `kexa eval niah` stays its own command
+code (HumanEval), ifeval, mrcr (long context), translation, safety, agentic (tool-use episodes through
+kexa.agent's loop). `kexa eval niah` stays its own command
 (it needs the model's context sweep, not a chat client).
 """
 
@@ -21,6 +22,7 @@ SUITES = {
     "mrcr": "kexa.eval.suites.mrcr:MRCR",
     "translation": "kexa.eval.suites.translation:Translation",
     "safety": "kexa.eval.suites.safety:Safety",
+    "agentic": "kexa.eval.suites.agentic:Agentic",
 }
 
 

@@ -8,8 +8,10 @@ from ...data.jsonl import iter_jsonl
 
 
 class Suite:
-    """name; kind "chat" (items carry `messages`) or "loglikelihood" (items carry `pairs` of (context,
-    continuation)); `max_tokens` (None: the harness's); items(limit) -> JSON-able dicts with a unique `id`;
+    """name; kind "chat" (items carry `messages`), "loglikelihood" (items carry `pairs` of (context,
+    continuation)) or "episode" (the suite's `run_episode(client, item, params, thinking) -> Reply` talks to the
+    model over several turns itself); `max_tokens` (None: the harness's); items(limit) -> JSON-able dicts with a
+    unique `id`;
     score(items, replies) -> one dict per item; summarize(records, out_dir, mode) -> {metric: value}."""
 
     name = ""
