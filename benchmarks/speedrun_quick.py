@@ -2,7 +2,7 @@
 
 Runs exactly what `bash speedrun.sh --quick --fresh` runs once .venv/ exists
 (`python -m kexa.cli speedrun --quick --fresh --run-dir DIR`, a subprocess timed end to end), then
-reads DIR/stages.json for the per-stage wall times and the SFT stage's summary. Whether the data cache
+reads DIR/stages.json for the per-stage wall times and the SFT, RL and preference stages' summaries. Whether the data cache
 (cache/, keyed by content) was warm is recorded: a cold cache adds the corpus + tokenizer build to the
 `data` stage. The issue-20 budget is <= 3 minutes on an idle 2-core machine; on a shared machine the
 load averages in the result say how far from idle it was.
@@ -46,6 +46,9 @@ def main() -> None:
               "budget_s": 180, "within_budget": wall <= 180,
               "stage_wall_s": {name: s["wall_s"] for name, s in stages.items()},
               "sft_summary": stages.get("sft", {}).get("summary"),
+              "rl_summary": stages.get("rl", {}).get("summary"),
+              "preference_summary": stages.get("preference", {}).get("summary"),
+              "rl_plus_preference_wall_s": sum(stages.get(k, {}).get("wall_s", 0) for k in ("rl", "preference")),
               "eval_summary": stages.get("eval", {}).get("summary"), "last_line": last_line}
     path = write_result(args.out, result)
     print(f"speedrun --quick: {wall:.0f}s total (cache {'warm' if cache_warm else 'cold'}); stages: "

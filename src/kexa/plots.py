@@ -138,6 +138,34 @@ def plot_balance(rows: list[dict], loads: list[list[float]], path: Path) -> bool
     return True
 
 
+def plot_rl(rows: list[dict], path: Path) -> bool:
+    """The report's RL PNG from kexa rl's metrics.jsonl: mean reward per step (and per task family), then the
+    rollout mechanics: filtered (zero-variance) fraction, truncated importance weights, truncated replies."""
+    plt = pyplot()
+    rows = [r for r in rows if "reward_mean" in r]
+    if plt is None or not rows:
+        return False
+    def series(k: str) -> list[float]:  # None (e.g. no IS weights when every group was filtered) -> a gap
+        return [float("nan") if r.get(k) is None else r[k] for r in rows]
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    steps = [r["step"] for r in rows]
+    axes[0].plot(steps, series("reward_mean"), "o-", label="reward (all)")
+    for k in sorted({k for r in rows for k in r if k.startswith("reward/")}):
+        axes[0].plot(steps, series(k), ".--", lw=0.8, label=k)
+    axes[0].set(title="RL reward (rollout batch mean)", xlabel="step", ylabel="reward")
+    axes[0].legend(fontsize=7)
+    for k, label in (("filtered_frac", "zero-variance prompts dropped"), ("is_truncated_frac", "IS weight at C"),
+                     ("truncated_frac", "replies cut at the length limit")):
+        axes[1].plot(steps, series(k), "o-", label=label)
+    axes[1].set(title="AGAPO rollout mechanics", xlabel="step", ylabel="share", ylim=(-0.02, 1.02))
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 # ---------------------------------------------------------------------- NIAH (kexa.eval.niah, kexa extend)
 def plot_heatmap(result: dict, path: str | Path, title: str | None = None) -> Path:
     """Depth (rows) x length (columns) accuracy heat map, each cell annotated."""

@@ -1,8 +1,8 @@
 """The speedrun's report card: RUN/report.md + PNG plots, rebuilt from the run's own logs.
 
 Every number comes from files the run wrote (stages.json, tokenizer_compare.json,
-pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, sft/sft_eval.json, eval.json,
-eval/results.json), so
+pretrain/metrics.jsonl, extend/extend_log.jsonl, extend/niah/*.json, sft/sft_eval.json, rl/rl_eval.json,
+rl/metrics.jsonl, preference/preference_eval.json, preference/metrics.jsonl, eval.json, eval/results.json), so
 `kexa report RUN` regenerates the same report at any time. Plots need matplotlib (`kexa[plot]`);
 without it the report is written with tables only and says so.
 
@@ -20,11 +20,12 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .plots import plot_balance, plot_losses, pyplot
+from .plots import plot_balance, plot_losses, plot_rl, pyplot
 
 SECTIONS = ["Headline", "Machine", "Tokenizer", "Parameters", "Pre-training", "Expert balance",
-            "Context extension", "SFT", "Evaluation", "Decoding", "KV cache", "Samples", "Wall time"]
+            "Context extension", "SFT", "RL", "Preference", "Evaluation", "Decoding", "KV cache", "Samples", "Wall time"]
 SFT_TITLE = "SFT: held-out tasks before / after"  # the section kexa.eval.tasks_eval.report_markdown writes
+RL_TITLE = "RL: held-out tasks before / after"
 
 
 NATURAL = ("ko", "en", "es", "de", "ja", "vi")  # generated stem text lifts the all-domain mean: shown apart
@@ -98,6 +99,75 @@ def evaluation_section(results: dict) -> str:
     if failed:
         lines.append(f"Items that could not be asked (not scored, counted apart; the reason is in each item's "
                      f"`error`): {'; '.join(failed)}.\n")
+    return "\n".join(lines)
+
+
+RL_COLUMNS = (("reward_mean", ".3f"), ("accuracy", ".3f"), ("filtered_frac", ".0%"), ("is_truncated_frac", ".1%"),
+              ("truncated_frac", ".0%"), ("response_len", ".1f"))
+
+
+def _fmt(v, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+def _mean_of(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def rl_section(run: Path, summary: dict) -> str:
+    """RL (kexa rl, AGAPO): held-out accuracy by task family before/after (rl_eval.json, the stage's own
+    report), then the rollout numbers of rl/metrics.jsonl: reward curve, filtered fraction, IS truncation,
+    response length."""
+    from .eval.tasks_eval import report_markdown
+    rl_eval = _read_json(run / "rl" / "rl_eval.json")
+    if not rl_eval:
+        return "## RL\n\n(no RL stage in this run)\n"
+    rows = [r for r in _read_jsonl(run / "rl" / "metrics.jsonl") if "reward_mean" in r]
+    lines = [report_markdown(rl_eval, RL_TITLE)]
+    if rows:
+        lines.append(f"{summary.get('steps', rows[-1]['step'])} AGAPO optimiser steps from the SFT model; per step, "
+                     f"the rollout batch it trained on:\n")
+        lines.append("| step | reward | accuracy | filtered (zero-variance) | IS weight truncated | "
+                     "replies cut | response length |\n|---|---|---|---|---|---|---|")
+        for r in rows:  # a step whose every group was filtered has no IS weights: blank
+            lines.append(f"| {r['step']} | " + " | ".join(_fmt(r.get(k), spec) for k, spec in RL_COLUMNS) + " |")
+        means = {k: _mean_of(rows, k) for k, _ in RL_COLUMNS}
+        lines.append(f"\nMeans over the steps: reward {_fmt(means['reward_mean'], '.3f')}, filtered fraction "
+                     f"{_fmt(means['filtered_frac'], '.0%')}, IS-truncated tokens "
+                     f"{_fmt(means['is_truncated_frac'], '.1%') or 'none (no group kept, no update)'}, "
+                     f"response length {_fmt(means['response_len'], '.1f')} tokens.\n")
+        if plot_rl(rows, run / "rl_reward.png"):
+            lines.append("![RL reward](rl_reward.png)\n")
+    return "\n".join(lines)
+
+
+def preference_section(run: Path) -> str:
+    """Preference learning (kexa preference, GROUPER): held-out rule score per domain and each reward part,
+    before/after (preference_eval.json), refusal numbers, and the training batches' mean scores."""
+    ev = _read_json(run / "preference" / "preference_eval.json")
+    cols = [c for c in ("before", "after") if c in ev]
+    if not cols:
+        return "## Preference\n\n(no preference stage in this run)\n"
+    metrics = {c: ev[c]["metrics"] for c in cols}
+    keys = sorted({k for m in metrics.values() for k in m if k.startswith(("eval/rule_score", "eval/reward/",
+                                                                           "eval/refusal", "eval/over_refusal",
+                                                                           "eval/judge", "eval/win_rate"))})
+    lines = ["## Preference\n", "Held-out prompts, greedy replies of the RL model (before) and of the preference "
+             "model (after), scored by the stage's rule rewards (`preference/preference_eval.json`):\n",
+             "| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for k in keys:
+        name = k.removeprefix("eval/").replace("rule_score/", "score: ").replace("reward/", "part: ")
+        lines.append(f"| {name} | " + " | ".join("" if metrics[c].get(k) is None else f"{metrics[c][k]:.3f}"
+                                               for c in cols) + " |")
+    rows = [r for r in _read_jsonl(run / "preference" / "metrics.jsonl") if "score_mean" in r]
+    if rows:
+        lines.append(f"\nTraining: {len(rows)} GROUPER steps, mean sampled score {_mean_of(rows, 'score_mean'):.3f}, "
+                     f"zero-variance groups skipped {_mean_of(rows, 'skipped_frac'):.0%}, response length "
+                     f"{_mean_of(rows, 'response_len'):.1f} tokens.\n")
+    for sample in ev[cols[-1]].get("samples", [])[:4]:
+        lines.append(f"- *{sample['domain']}*: {sample['prompt'][:80]!r} → {sample['reply'][:160]!r}")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -239,6 +309,9 @@ def write_report(run_dir: str | Path) -> Path:
             add("![SFT training](sft/training.png)\n")
     else:
         add("## SFT\n\n(no SFT stage in this run)\n")
+
+    add(rl_section(run, stages.get("rl", {}).get("summary", {})))
+    add(preference_section(run))
 
     # evaluation: the harness's suites on every stage's model, both modes (K-EXAONE Table 3 in miniature)
     add("## Evaluation\n")

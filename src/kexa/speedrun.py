@@ -6,6 +6,10 @@
     extend    context extension in two stages (8x, 32x), each gated by NIAH (kexa extend)
     sft       supervised fine-tuning of the extended model, reasoning on and off, on kexa.tasks
               (kexa sft): held-out accuracy by task x mode and template compliance, before/after
+    rl        RL with verifiable rewards from the SFT model (kexa rl: AGAPO, truncated IS, zero-variance
+              filtering): reward per step, held-out accuracy by task family before/after
+    preference preference learning from the RL model (kexa preference: GROUPER on rule rewards): held-out
+              score per domain and per reward part, before/after
     evaluate  the final model (the last post-training stage's): held-out loss of every stage's model,
               decode tok/s plain vs MTP-speculative, KV-cache bytes, expert loads, samples -> RUN/eval.json
     eval      kexa eval run (math, mcq, ifeval, translation, agentic) on every stage's model, both modes
@@ -14,30 +18,30 @@
 
 Idempotent: RUN/stages.json records each finished stage with its wall time and summary; a stage is
 skipped when it is recorded *and* its output still validates (model folders load, JSON parses);
-a missing or corrupted output is redone together with every later stage (extend and sft, which train
-from the previous stage's model, restart whole: their checkpoints belong to the old start). `--fresh`
+a missing or corrupted output is redone together with every later stage (extend, sft, rl and preference,
+which train from the previous stage's model, restart whole: their checkpoints belong to the old start). `--fresh`
 redoes all (the data cache under cache/ is kept: it is keyed by content). A failing stage prints its name, the
 cause and how to resume. RUN/model/ is the final model (HF layout + tokenizer + chat template): the
-model of the last model-producing stage in STAGES (today `sft`); the run's last line says how to chat
+model of the last model-producing stage in STAGES (today `preference`); the run's last line says how to chat
 with it (`kexa serve --model RUN/model`, then open the page).
 
-The stages are one table, STAGES (bottom of this file). A post-training stage (rl, preference) is one
-entry there plus its function and its config in SpeedrunConfig:
+The stages are one table, STAGES (bottom of this file). A model-producing stage is one entry there plus
+its function and its config in SpeedrunConfig (stage_rl is the pattern):
 
     def stage_rl(ctx):                                   # init from the model before it in the table
         result = rl(load_rl_recipe(ctx.cfg.rl, ctx.cfg.rl_overrides), ctx.run / "rl",
-                    init_from=ctx.model_before("rl"))
+                    ctx.model_before("rl"))
         return {"steps": result.step, ...}               # summary: stages.json and the stage's line
     Stage("rl", "RL with verifiable rewards (AGAPO)", stage_rl,
-          lambda r: _loads(r / "rl" / "model"), model="rl/model"),   # after "sft", before "evaluate"
+          lambda r: _loads(r / "rl" / "model") and ..., model="rl/model"),   # before "evaluate"
 
 `model=` marks the stage's output model: the next model-producing stage starts from it, and the
 last one becomes RUN/model (evaluated by `evaluate`), and `eval` evaluates every such stage's model
 (a new post-training stage goes before `evaluate`, so `eval` covers it with no change).
 
-    kexa speedrun                      # nano: ~25 min on 2 cores before SFT; the SFT stage is not yet timed on nano
-    kexa speedrun --quick              # tiny: 142 s with a cold data cache on a loaded 2-core machine
-                                       # (benchmarks/speedrun_quick.py; SFT 25 s, eval 10 s of it)
+    kexa speedrun                      # nano: ~25 min on 2 cores before SFT; SFT, RL, preference not yet timed on nano
+    kexa speedrun --quick              # tiny: 96 s with a cold data cache on a shared 2-core machine
+                                       # (benchmarks/speedrun_quick.py; SFT 13 s, rl 5 s, preference 4 s, eval 7 s)
     kexa speedrun --run-dir runs/x --fresh
 """
 
@@ -72,6 +76,10 @@ class SpeedrunConfig:
     speculative_k: tuple[int, ...] = (1, 2)
     sft: Path = REPO / "configs/sft_quick.toml"  # SFT recipe (TOML, as `kexa sft --config`)
     sft_overrides: list[str] = field(default_factory=list)
+    rl: Path = REPO / "configs/rl_quick.toml"  # RL recipe (TOML, as `kexa rl --config`): AGAPO from the SFT model
+    rl_overrides: list[str] = field(default_factory=list)
+    preference: Path = REPO / "configs/preference_quick.toml"  # `kexa preference --config`: GROUPER from the RL model
+    preference_overrides: list[str] = field(default_factory=list)
     # eval stage: `kexa eval run` on every stage's model, both modes, the report's sampling settings;
     # limit = items per suite, max_tokens = every suite's generation budget (per turn for agentic)
     eval_suites: tuple[str, ...] = ("math", "mcq", "ifeval", "translation", "agentic")
@@ -86,6 +94,7 @@ class SpeedrunConfig:
             return cls(REPO / "configs/tiny.toml", REPO / "configs/extend_tiny.toml",
                        extend_overrides=["extend.max_rounds=1"], extend_stage_steps=[60, 20],
                        decode_new_tokens=32, decode_repeats=2, sft=REPO / "configs/sft_quick.toml",
+                       rl=REPO / "configs/rl_quick.toml", preference=REPO / "configs/preference_quick.toml",
                        eval_limit=2, eval_max_tokens=16)
         # nano: the stages before SFT fit ~25 minutes of an idle 2-core CPU: the nano recipes cut to 120
         # pre-training steps of 2,048 tokens (~5.5 s each: fwd+bwd 2.9 s, Muon's Newton-Schulz 2.5 s)
@@ -102,6 +111,8 @@ class SpeedrunConfig:
                    sft_overrides=["train.steps=60", "data.grad_accum=1", "train.eval_every=0",
                                   "train.save_every=20", "sft.eval_n=2", 'sft.eval_langs=["en", "ko"]',
                                   "sft.eval_max_new_tokens=160"],
+                   # RL and preference: the nano recipes as they are (not yet timed inside the speedrun)
+                   rl=REPO / "configs/rl_nano.toml", preference=REPO / "configs/preference_nano.toml",
                    # eval: 8 items per suite and mode, 160 tokens (a short think block, then the answer)
                    eval_limit=8, eval_max_tokens=160,
                    eval_options={"agentic": {"max_steps": 4}, "translation": {"directions": "en-ko,ko-en"}})
@@ -234,6 +245,54 @@ def stage_sft(ctx: Context) -> dict:
             out[f"accuracy_{when}"] = ev[when]["accuracy_mean"]
             out[f"compliance_{when}"] = ev[when]["compliance"]
     return out
+
+
+def stage_rl(ctx: Context) -> dict:
+    """kexa rl (AGAPO) from the SFT model; its before/after task evaluation lands in rl/rl_eval.json and its
+    per-step rollout numbers (reward, filtered fraction, IS truncation, response length) in rl/metrics.jsonl,
+    which the report reads."""
+    from .train.rl_stage import EVAL_FILE, load_rl_recipe, rl
+    run = ctx.run / "rl"
+    if run.exists():  # its checkpoints belong to the starting model of an earlier attempt: redo whole
+        shutil.rmtree(run)
+    result = rl(load_rl_recipe(ctx.cfg.rl, ctx.cfg.rl_overrides), run, ctx.model_before("rl"))
+    if result.interrupted:
+        raise KeyboardInterrupt
+    ev = json.loads((run / EVAL_FILE).read_text())
+    steps = _read_metrics(run)
+    out = {"steps": result.step, "final_train_loss": result.last_loss,
+           "reward_first": steps[0].get("reward_mean") if steps else None,
+           "reward_last": steps[-1].get("reward_mean") if steps else None}
+    for when in ("before", "after"):
+        if when in ev:
+            out[f"accuracy_{when}"] = ev[when]["accuracy_mean"]
+    return out
+
+
+def stage_preference(ctx: Context) -> dict:
+    """kexa preference (GROUPER) from the RL model; held-out rule scores per domain before/after in
+    preference/preference_eval.json, per-step reward parts in preference/metrics.jsonl."""
+    from .train.preference import EVAL_FILE, load_preference_recipe, preference
+    run = ctx.run / "preference"
+    if run.exists():
+        shutil.rmtree(run)
+    result = preference(load_preference_recipe(ctx.cfg.preference, ctx.cfg.preference_overrides), run,
+                        ctx.model_before("preference"))
+    if result.interrupted:
+        raise KeyboardInterrupt
+    ev = json.loads((run / EVAL_FILE).read_text())
+    out = {"steps": result.step, "final_train_loss": result.last_loss}
+    for when in ("before", "after"):
+        if "eval/rule_score" in ev.get(when, {}).get("metrics", {}):
+            out[f"rule_score_{when}"] = ev[when]["metrics"]["eval/rule_score"]
+    return out
+
+
+def _read_metrics(run: Path) -> list[dict]:
+    """A training run's per-step rows (metrics.jsonl), evaluation-only rows left out."""
+    path = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [r for r in rows if "loss" in r]
 
 
 def stage_evaluate(ctx: Context) -> dict:
@@ -403,7 +462,11 @@ STAGES = [
           model="extend/model"),
     Stage("sft", "supervised fine-tuning, reasoning on and off (kexa.tasks)", stage_sft,
           lambda r: _loads(r / "sft" / "model") and _json(r / "sft" / "sft_eval.json"), model="sft/model"),
-    # rl, preference: here, one entry each (model="rl/model", ...); see the module docstring
+    Stage("rl", "RL with verifiable rewards (AGAPO), from the SFT model", stage_rl,
+          lambda r: _loads(r / "rl" / "model") and _json(r / "rl" / "rl_eval.json"), model="rl/model"),
+    Stage("preference", "preference learning (GROUPER), from the RL model", stage_preference,
+          lambda r: _loads(r / "preference" / "model") and _json(r / "preference" / "preference_eval.json"),
+          model="preference/model"),
     Stage("evaluate", "evaluation: loss, decode speed, KV cache, samples", stage_evaluate,
           lambda r: _json(r / "eval.json") and _loads(r / "model")),
     Stage("eval", "evaluation suites x every stage's model x both modes (kexa eval run)", stage_eval, _eval_valid),
