@@ -8,13 +8,13 @@ import sys
 import types
 
 import pytest
-import torch
 
-from kexa import KExaone, ModelConfig
+from kexa import KExaone
 from kexa.cli import main as kexa_main
 from kexa.infer import Engine, SamplingParams
 from kexa.infer.chat import chat_loop
 from kexa.tokenizer import Tokenizer, train_bpe
+from tiny import save_tiny_model
 
 TEXT = "the quick brown fox jumps over the lazy dog. 안녕하세요 세계. " * 100
 
@@ -25,10 +25,7 @@ def folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny_model")
     (d / "corpus.txt").write_text(TEXT + "\n", "utf-8")
     tok = train_bpe([str(d / "corpus.txt")], vocab_size=420)
-    torch.manual_seed(0)
-    cfg = ModelConfig.preset("tiny").replace(vocab_size=tok.vocab_size, max_position_embeddings=128)
-    KExaone(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
+    save_tiny_model(tok, d, max_position_embeddings=128)
     return d
 
 

@@ -9,11 +9,12 @@ import signal
 import pytest
 import torch
 
-from kexa import KExaone, ModelConfig
+from kexa import KExaone
 from kexa import rewards as R
 from kexa.data.prompts import BUILTIN, RUBRICS, LANGS, PromptError, load_prompts, task_prompt
 from kexa.train.balance import routers
 from kexa.train.preference import load_preference_recipe, main, preference
+from tiny import save_tiny_model
 from sft_fixtures import make_tokenizer
 
 RECIPE = """
@@ -66,9 +67,7 @@ COMPACT_RUBRIC = {"name": "compact", "dimensions": {"helpfulness": "Does it help
 def start(tmp_path_factory):
     d = tmp_path_factory.mktemp("start")
     tok = make_tokenizer(d)
-    torch.manual_seed(0)
-    KExaone(ModelConfig.preset("tiny").replace(vocab_size=tok.vocab_size)).save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
+    save_tiny_model(tok, d / "model")
     (d / "pref.toml").write_text(RECIPE)
     (d / "rubric.json").write_text(json.dumps(COMPACT_RUBRIC))
     return d

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import kexa
+from tiny import save_tiny_model
 
 pytest.importorskip("playwright", reason="the test extra installs Playwright")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
@@ -323,17 +324,13 @@ def live(tmp_path_factory, browser):
     import sys
     import threading
 
-    import torch
 
-    from kexa import KExaone, ModelConfig
     from kexa.tokenizer import train_bpe
 
     d = tmp_path_factory.mktemp("tiny_served")
     (d / "corpus.txt").write_text(TEXT + "\n", "utf-8")
     tok = train_bpe([str(d / "corpus.txt")], vocab_size=420)
-    torch.manual_seed(0)
-    KExaone(ModelConfig.preset("tiny").replace(vocab_size=tok.vocab_size)).save_pretrained(d)
-    tok.save_pretrained(d)
+    save_tiny_model(tok, d)
     proc = subprocess.Popen([sys.executable, "-m", "kexa.cli", "serve", "--model", str(d), "--port", "0",
                              "--api-key", KEY, "--served-model-name", "tiny-page"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -8,10 +8,11 @@ import signal
 import pytest
 import torch
 
-from kexa import KExaone, ModelConfig
+from kexa import KExaone
 from kexa.tokenizer import Tokenizer, render
 from kexa.train import sft as sft_mod
 from kexa.train.sft import load_sft_recipe, main, sft
+from tiny import save_tiny_model
 from sft_fixtures import AddTask, make_tokenizer
 
 RECIPE = """
@@ -63,9 +64,7 @@ def fixture_task(monkeypatch):
 def start(tmp_path_factory):
     d = tmp_path_factory.mktemp("start")
     tok = make_tokenizer(d)
-    torch.manual_seed(0)
-    KExaone(ModelConfig.preset("tiny").replace(vocab_size=tok.vocab_size)).save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
+    save_tiny_model(tok, d / "model")
     (d / "sft.toml").write_text(RECIPE)
     return d
 
