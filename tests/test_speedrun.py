@@ -25,7 +25,8 @@ def run(tmp_path_factory):
                       "rl.eval_max_new_tokens=8", 'rl.eval_langs=["en"]'],
         preference_overrides=["train.steps=2", "preference.prompts_per_step=2", "preference.group_size=4", "preference.max_new_tokens=8",
                               "preference.eval_max_new_tokens=8"],
-        eval_limit=1, eval_max_tokens=6)
+        eval_limit=1, eval_max_tokens=6,
+        targets={"n": 1, "compliance_n": 1, "tool_n": 1, "niah_cases": 2, "max_new_tokens": 6, "outside": True})
     state = speedrun(root / "run", cfg)
     return root / "run", cfg, state
 
@@ -50,6 +51,26 @@ def test_every_stage_ran_and_left_valid_artefacts(run):
     assert ev["params"]["total_params"] > 0 and len(ev["expert_loads"]) == model.config.num_hidden_layers - 1
     assert "NIAH accuracy before extension" in report and "bytes/token gain" in report
     assert (rundir / "loss.png").exists() and (rundir / "balance.png").exists()
+
+
+def test_targets_stage_measures_every_target_on_the_final_model(run):
+    """Each target is measured in the run (a value, its threshold, met or not; intervals where counted),
+    NIAH at 8x the pre-training length, the transformers check included, and the report shows them."""
+    rundir, _, _ = run
+    t = json.loads((rundir / "targets.json").read_text())
+    rows = {r["target"]: r for r in t["targets"]}
+    assert set(rows) == {"addition", "lookup", "compliance_reasoning", "compliance_non_reasoning", "tool_calls",
+                         "niah", "short_loss", "rl_gain", "mtp", "outside"}
+    for name, r in rows.items():
+        assert isinstance(r["value"], float) and (r["met"] is None) == (name == "outside"), name
+    for name in ("addition", "lookup", "tool_calls", "niah", "rl_gain", "outside"):
+        lo, hi = rows[name]["interval"]
+        assert lo <= rows[name]["value"] <= hi, name
+    assert rows["addition"]["n"] == 6 and set(rows["lookup"]["by_lang"]) == {"ko", "en", "es", "de", "ja", "vi"}
+    assert rows["niah"]["length"] == 8 * 64 and rows["niah"]["n"] >= 2  # tiny.toml pre-trains at 64 tokens
+    assert len(t["details"]["outside"]["items"]) == 10 and t["settings"]["temperature"] == 1.0
+    report = (rundir / "report.md").read_text()
+    assert "| key-value lookup among 8 pairs" in report and "Accuracy by language" in report
 
 
 def test_sft_stage_starts_from_the_extended_model_and_feeds_rl(run):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .plots import plot_balance, plot_losses, plot_rl, pyplot
 
-SECTIONS = ["Headline", "Machine", "Tokenizer", "Parameters", "Pre-training", "Expert balance",
+SECTIONS = ["Headline", "Targets", "Machine", "Tokenizer", "Parameters", "Pre-training", "Expert balance",
             "Context extension", "SFT", "RL", "Preference", "Evaluation", "Decoding", "KV cache", "Samples", "Wall time"]
 SFT_TITLE = "SFT: held-out tasks before / after"  # the section kexa.eval.tasks_eval.report_markdown writes
 RL_TITLE = "RL: held-out tasks before / after"
@@ -171,6 +171,79 @@ def preference_section(run: Path) -> str:
     return "\n".join(lines)
 
 
+TARGET_LABELS = {
+    "addition": "2-digit + 2-digit addition with carry, reasoning mode (held-out, 6 languages)",
+    "lookup": "key-value lookup among 8 pairs, reasoning mode (held-out, 6 languages)",
+    "compliance_reasoning": "template compliance, reasoning mode (every family)",
+    "compliance_non_reasoning": "template compliance, non-reasoning mode (every family)",
+    "tool_calls": "declared tool called with valid JSON arguments (held-out tool-use prompts)",
+    "niah": "NIAH at 8x the pre-training length",
+    "short_loss": "short-context held-out loss change after extension",
+    "rl_gain": "RL gain over SFT on its trained families (held-out, both modes)",
+    "mtp": "MTP self-speculative vs plain decoding, batch 1",
+    "outside": "through transformers alone, prompts phrased unlike kexa.tasks (no threshold)",
+}
+
+
+def _target_value(r: dict) -> str:
+    v, name = r["value"], r["target"]
+    if v is None:
+        return "n/a"
+    if name == "mtp":
+        return f"{v:.2f}× (k = {r.get('k')}, acceptance {100 * (r.get('acceptance') or 0):.0f}%)"
+    if name in ("short_loss", "rl_gain"):
+        text = f"{100 * v:+.1f}%" if name == "short_loss" else f"{100 * v:+.1f} points"
+        if r.get("interval"):
+            text += f" [{100 * r['interval'][0]:+.1f}, {100 * r['interval'][1]:+.1f}]"
+        return text
+    text = f"{v:.2f}"
+    if r.get("interval"):
+        text += f" [{r['interval'][0]:.2f}, {r['interval'][1]:.2f}]"
+    return text + (f" (n = {r['n']})" if r.get("n") else "")
+
+
+def targets_section(run: Path) -> str:
+    """The capability targets of the final model (RUN/targets.json, kexa.eval.targets): one row each,
+    met or missed, then accuracy by language and sample chats in both modes."""
+    t = _read_json(run / "targets.json")
+    if not t:
+        return "## Targets\n\n(no targets stage in this run)\n"
+    st = t["settings"]
+    lines = ["## Targets\n", f"The final model (`{Path(t['model']).name}/`), held-out problems, temperature "
+             f"{st['temperature']}, top-p {st['top_p']}, up to {st['max_new_tokens']} new tokens (NIAH: greedy "
+             f"retrieval). Brackets: 95% intervals (Wilson; Newcombe for the RL gain).\n",
+             "| target | measured | threshold | met |", "|---|---|---|---|"]
+    for r in t["targets"]:
+        thr = r["threshold"]
+        thr_text = ("—" if r["met"] is None else f"≤ {100 * thr:+.0f}%" if r["target"] == "short_loss"
+                    else f"≥ {100 * thr:+.0f} points, interval > 0" if r["target"] == "rl_gain"
+                    else f"≥ {thr:.1f}×" if r["target"] == "mtp" else f"≥ {thr:.2f}")
+        met = "—" if r["met"] is None else "✓" if r["met"] else "**miss**"
+        lines.append(f"| {TARGET_LABELS.get(r['target'], r['target'])} | {_target_value(r)} | {thr_text} | {met} |")
+    by = [r for r in t["targets"] if r.get("by_lang")]
+    if by:
+        langs = list(by[0]["by_lang"])
+        lines += ["", "Accuracy by language (reasoning mode):\n", "| task | " + " | ".join(langs) + " |",
+                  "|---|" + "---|" * len(langs)]
+        for r in by:
+            lines.append(f"| {r['target']} | " + " | ".join(f"{r['by_lang'][lg]:.2f}" for lg in langs) + " |")
+    samples = t.get("details", {}).get("compliance", {}).get("samples", [])
+    if samples:
+        lines += ["", "Sample chats of the final model (held-out prompts, both modes):\n"]
+        for smp in samples:
+            reply = smp["reply"].replace("\n", "⏎ ")
+            lines.append(f"- *{smp['mode'].replace('_', '-')}, {smp['task']}, {smp['lang']}*: **{smp['prompt'].strip()}** "
+                         f"→ `{reply}` (reference: `{smp['reference']}`)")
+    outside = t.get("details", {}).get("outside")
+    if outside:
+        lines += ["", f"Through transformers alone ({outside['n']} prompts written for this check):\n"]
+        for it in outside["items"][:4]:
+            reply = it["reply"].replace("\n", "⏎ ")
+            lines.append(f"- **{it['prompt'][:90]}** → `{reply[:200]}` ({'correct' if it['correct'] else 'wrong'}, "
+                         f"expected {it['expected']})")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(run_dir: str | Path) -> Path:
     run = Path(run_dir)
     stages = _read_json(run / "stages.json")
@@ -221,6 +294,8 @@ def write_report(run_dir: str | Path) -> Path:
         add(f"| MTP speculative decode speed-up, {k} draft(s) | {v['speedup']:.2f}× "
             f"(acceptance {100 * (v['acceptance_rate'] or 0):.0f}%) |")
     add("")
+
+    add(targets_section(run))
 
     # machine
     add("## Machine\n")

@@ -2,7 +2,8 @@
 
     data      corpus -> SuperBPE tokenizer -> token shards        (kexa.train.prepare, cached)
     tokenizer the same corpus through plain BPE of the same vocabulary: bytes/token per domain
-    pretrain  Muon + WSD, 3-stage curriculum, balance loss + expert-bias updates, MTP (kexa pretrain)
+    pretrain  WSD, 3-stage curriculum over the corpus, synthetic retrieval and the task suite's dialogues
+              in both modes (thinking-augmented data), balance loss + expert-bias updates, MTP (kexa pretrain)
     extend    context extension in two stages (8x, 32x), each gated by NIAH (kexa extend)
     sft       supervised fine-tuning of the extended model, reasoning on and off, on kexa.tasks
               (kexa sft): held-out accuracy by task x mode and template compliance, before/after
@@ -14,6 +15,9 @@
               decode tok/s plain vs MTP-speculative, KV-cache bytes, expert loads, samples -> RUN/eval.json
     eval      kexa eval run (math, mcq, ifeval, translation, agentic) on every stage's model, both modes
               -> RUN/eval/results.json (harness format + "stages"): the report's suite x stage x mode grid
+    targets   the capability targets on the final model (kexa.eval.targets: addition and 8-pair lookup per
+              language, compliance both modes, tool-call validity, NIAH at 8x with 50 cases, RL gain with
+              its interval, MTP speed-up, a check through transformers) -> RUN/targets.json
     report    RUN/report.md + PNGs (kexa.report; `kexa report RUN` redoes it from the logs)
 
 Idempotent: RUN/stages.json records each finished stage with its wall time and summary; a stage is
@@ -87,6 +91,11 @@ class SpeedrunConfig:
     eval_max_tokens: int = 16
     eval_options: dict = field(default_factory=lambda: {"agentic": {"max_steps": 2},
                                                         "translation": {"directions": "en-ko,ko-en"}})
+    # targets stage (kexa.eval.targets): held-out problems per language for addition / lookup, per family
+    # and language for compliance, tool-use prompts per language, NIAH cases at 8x; outside = the
+    # transformers check
+    targets: dict = field(default_factory=lambda: {"n": 2, "compliance_n": 1, "tool_n": 1, "niah_cases": 5,
+                                                   "max_new_tokens": 32, "outside": True})
 
     @classmethod
     def named(cls, quick: bool) -> "SpeedrunConfig":
@@ -95,27 +104,44 @@ class SpeedrunConfig:
                        extend_overrides=["extend.max_rounds=1"], extend_stage_steps=[60, 20],
                        decode_new_tokens=32, decode_repeats=2, sft=REPO / "configs/sft_quick.toml",
                        rl=REPO / "configs/rl_quick.toml", preference=REPO / "configs/preference_quick.toml",
-                       eval_limit=2, eval_max_tokens=16)
-        # nano: the stages before SFT fit ~25 minutes of an idle 2-core CPU: the nano recipes cut to 120
-        # pre-training steps of 2,048 tokens (~5.5 s each: fwd+bwd 2.9 s, Muon's Newton-Schulz 2.5 s)
-        # and one round per extension stage; `kexa pretrain --config configs/nano.toml` is the long run
-        return cls(REPO / "configs/nano.toml", REPO / "configs/extend_nano_256.toml",
-                   recipe_overrides=["train.steps=120", "train.eval_every=40", "train.save_every=40",
-                                     "train.threads=2"],
+                       eval_limit=2, eval_max_tokens=16,
+                       targets={"n": 2, "compliance_n": 1, "tool_n": 1, "niah_cases": 5, "max_new_tokens": 32,
+                                "outside": True})
+        # nano: configs/nano_speedrun.toml (800 steps of 8 x 256 tokens: corpus, synthetic retrieval and the
+        # task suite's dialogues) and one round per extension stage
+        return cls(REPO / "configs/nano_speedrun.toml", REPO / "configs/extend_nano_256.toml",
+                   recipe_overrides=[],
                    extend_overrides=["extend.max_rounds=1", "niah.samples=1", "niah.depths=[0.0, 0.5, 1.0]",
                                      'niah.languages=["en", "ko"]'],
                    extend_stage_steps=[20, 6],
-                   # SFT cut to fit the budget (not yet measured on nano): configs/sft_nano.toml's sources
-                   # and optimiser, 60 steps of one 4x1024-token micro-batch, one evaluation at the end
+                   # SFT: configs/sft_nano.toml's sources and optimiser, 80 steps of one 4x1024-token
+                   # micro-batch (the base already knows the task formats; tool dialogues are new), one
+                   # evaluation at the end
                    sft=REPO / "configs/sft_nano.toml",
-                   sft_overrides=["train.steps=60", "data.grad_accum=1", "train.eval_every=0",
+                   sft_overrides=["train.steps=80", "data.grad_accum=1", "train.eval_every=0",
                                   "train.save_every=20", "sft.eval_n=2", 'sft.eval_langs=["en", "ko"]',
                                   "sft.eval_max_new_tokens=160"],
-                   # RL and preference: the nano recipes as they are (not yet timed inside the speedrun)
-                   rl=REPO / "configs/rl_nano.toml", preference=REPO / "configs/preference_nano.toml",
-                   # eval: 8 items per suite and mode, 160 tokens (a short think block, then the answer)
-                   eval_limit=8, eval_max_tokens=160,
-                   eval_options={"agentic": {"max_steps": 4}, "translation": {"directions": "en-ko,ko-en"}})
+                   # RL: configs/rl_nano.toml's objective on the two skills the targets name (addition,
+                   # 8-pair lookup), 10 rollouts of 8 prompts x 8 samples, 2 steps each; held-out
+                   # evaluation 10 problems per task x language x mode before and after
+                   rl=REPO / "configs/rl_nano.toml",
+                   rl_overrides=["train.steps=20", "train.eval_every=0", "train.save_every=4", "optim.lr=5e-5",
+                                 "rl.prompts_per_rollout=8", "rl.max_response_tokens=192", "rl.eval_n=10",
+                                 "rl.eval_max_new_tokens=192",
+                                 'source=[{name = "arith", task = "arith", tiers = [1]}, '
+                                 '{name = "lookup", task = "lookup", tiers = [1]}]'],
+                   # preference: configs/preference_nano.toml cut to 6 GROUPER steps, 128-token replies
+                   preference=REPO / "configs/preference_nano.toml",
+                   preference_overrides=["train.steps=6", "train.eval_every=0", "train.save_every=3",
+                                         "preference.max_new_tokens=128", "preference.eval_n=2",
+                                         "preference.eval_max_new_tokens=128"],
+                   # eval: 5 items per suite and mode, 160 tokens (a short think block, then the answer)
+                   eval_limit=5, eval_max_tokens=160,
+                   eval_options={"agentic": {"max_steps": 4}, "translation": {"directions": "en-ko,ko-en"}},
+                   # targets: 120 additions and 120 lookups (20 per language), 162 compliance prompts per mode,
+                   # 60 tool-use prompts, 50 NIAH cases at 8x
+                   targets={"n": 20, "compliance_n": 3, "tool_n": 10, "niah_cases": 50, "max_new_tokens": 256,
+                            "outside": True})
 
 
 @dataclass
@@ -404,6 +430,25 @@ def stage_eval(ctx: Context) -> dict:
             "final": {suite: next(iter(m.values())) for suite, m in final["suites"].items()}}
 
 
+TARGETS_FILE = "targets.json"
+
+
+def stage_targets(ctx: Context) -> dict:
+    """kexa.eval.targets on the final model (RUN/model): the capability targets, each measured here, with
+    its interval, into RUN/targets.json; the report's Targets section reads it."""
+    from .eval.niah import haystack_from_shards
+    from .eval.targets import measure_targets
+    recipe, data = ctx.load_recipe(), ctx.train_data()
+    result = measure_targets(ctx.run / "model", ctx.run, niah_length=8 * recipe.data.seq_len,
+                             haystack=haystack_from_shards(list(data.heldout.values())), **ctx.cfg.targets)
+    tmp = ctx.run / (TARGETS_FILE + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(ctx.run / TARGETS_FILE)
+    return {"met": sum(1 for r in result["targets"] if r["met"]),
+            "missed": [r["target"] for r in result["targets"] if r["met"] is False],
+            **{r["target"]: r["value"] for r in result["targets"]}}
+
+
 def _over_modes(metrics: dict, key: str) -> int:
     """A count summed over the modes a suite ran in (`<mode>/<key>`; the plain key when it ran in one)."""
     per_mode = [v for k, v in metrics.items() if k.endswith(f"/{key}")]
@@ -455,7 +500,7 @@ STAGES = [
     Stage("data", "corpus -> SuperBPE tokenizer -> token shards", stage_data, lambda r: True),
     Stage("tokenizer", "SuperBPE vs plain BPE, bytes per token", stage_tokenizer,
           lambda r: _json(r / "tokenizer_compare.json")),
-    Stage("pretrain", "pre-training: Muon + WSD, curriculum, MoE balance, MTP", stage_pretrain,
+    Stage("pretrain", "pre-training: WSD, curriculum (corpus, retrieval, task dialogues), MoE balance, MTP", stage_pretrain,
           lambda r: _loads(r / "pretrain" / "model"), model="pretrain/model"),
     Stage("extend", "context extension gated by needle-in-a-haystack", stage_extend,
           lambda r: _loads(r / "extend" / "model") and (r / "extend" / "extend_log.jsonl").exists(),
@@ -470,6 +515,8 @@ STAGES = [
     Stage("evaluate", "evaluation: loss, decode speed, KV cache, samples", stage_evaluate,
           lambda r: _json(r / "eval.json") and _loads(r / "model")),
     Stage("eval", "evaluation suites x every stage's model x both modes (kexa eval run)", stage_eval, _eval_valid),
+    Stage("targets", "capability targets of the final model (kexa.eval.targets)", stage_targets,
+          lambda r: _json(r / TARGETS_FILE)),
     Stage("report", "report card", stage_report, lambda r: (r / "report.md").exists()),
 ]
 

@@ -68,14 +68,19 @@ def heldout_prompts(tasks: dict[str, Any], langs: list[str], n: int, tier: int =
 @torch.no_grad()
 def evaluate_tasks(model, tokenizer, tasks: dict[str, Any], langs: list[str], n: int = 4, tier: int = 1,
                    max_new_tokens: int = 128, batch_size: int = 16, seed: int = 0,
-                   modes: tuple[str, ...] = ("reasoning", "non_reasoning"), samples: int = 2) -> dict[str, Any]:
-    """Greedy replies to held-out prompts in each mode -> accuracy (mode -> task -> lang), accuracy per
-    mode and task, compliance per mode and per check, and a few sample chats. Restores train mode."""
+                   modes: tuple[str, ...] = ("reasoning", "non_reasoning"), samples: int = 2,
+                   temperature: float = 0.0, top_p: float = 1.0, keep_items: bool = False) -> dict[str, Any]:
+    """Replies to held-out prompts in each mode (greedy by default; `temperature`/`top_p` for the report's
+    sampling settings, seeded) -> accuracy (mode -> task -> lang), accuracy per mode and task, compliance
+    per mode and per check, and a few sample chats; `keep_items` adds every (task, lang, mode, reply,
+    reward) row under "items". Restores train mode."""
     was_training = model.training
     engine = Engine(model)  # puts the model in eval mode
     problems = heldout_prompts(tasks, langs, n, tier, seed)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop_token_ids=(tokenizer.eos_id,))
-    report: dict[str, Any] = {"n_per_cell": n, "tier": tier, "langs": list(langs), "accuracy": {},
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                            stop_token_ids=(tokenizer.eos_id,))
+    report: dict[str, Any] = {"n_per_cell": n, "tier": tier, "langs": list(langs), "temperature": temperature,
+                              "top_p": top_p, "accuracy": {},
                               "accuracy_by_task": {}, "accuracy_mean": {}, "compliance": {}, "checks": {},
                               "samples": []}
     try:
@@ -90,9 +95,16 @@ def evaluate_tasks(model, tokenizer, tasks: dict[str, Any], langs: list[str], n:
             acc: dict[str, dict[str, list[float]]] = {}
             checks: dict[str, list[bool]] = {c: [] for c in (*CHECKS, "compliant")}
             for (name, lang, ex), text in zip(problems, replies):
-                acc.setdefault(name, {}).setdefault(lang, []).append(float(tasks[name].reward(ex, text)))
-                for c, ok in score_reply(text, reasoning).items():
+                reward = float(tasks[name].reward(ex, text))
+                acc.setdefault(name, {}).setdefault(lang, []).append(reward)
+                scored = score_reply(text, reasoning)
+                for c, ok in scored.items():
                     checks[c].append(ok)
+                if keep_items:
+                    report.setdefault("items", []).append(
+                        {"task": name, "lang": lang, "mode": mode, "reply": text, "reward": reward,
+                         "compliant": scored["compliant"], "tools": [t["function"]["name"] for t in ex.tools or []
+                                                                      if "function" in t]})
             report["accuracy"][mode] = {t: {lang: sum(v) / len(v) for lang, v in by.items()} for t, by in acc.items()}
             report["accuracy_by_task"][mode] = {t: sum(sum(v) for v in by.values()) / sum(len(v) for v in by.values())
                                                 for t, by in acc.items()}

@@ -212,7 +212,8 @@ class Extender:
         if stage.weights.get("synthetic", 0) > 0:
             out = folder / "synthetic"
             if not (out / META).exists():
-                filler = Filler.from_shards(list(data.train.values()))
+                from .prepare import GENERATED
+                filler = Filler.from_shards([s for n, s in data.train.items() if n not in GENERATED])  # natural text only
                 gen = SyntheticGenerator(tok.encode, filler, cfg.synthetic, split="train")
                 n = int(budget * stage.weights["synthetic"] / total * 1.1) + 2 * stage.seq_len
                 write_synthetic_shards(gen, out, stage.seq_len, n, tok.vocab_size, tok.eos_id, seed=cfg.extend.seed + i)

@@ -15,6 +15,10 @@
                 enough for the run's expected share, in CACHE/synthetic-<hash>; a train source only
                 (the held-out loss stays natural text). Long-context recipes teach retrieval at the
                 short length this way, so context extension only has to generalise it in length.
+    tasks       only when the mixture weights the source "tasks": kexa.data.task_packs (the task suite's
+                train-split dialogues through the chat template, both modes: the report's thinking-augmented
+                pre-training data) at data.seq_len for the run's expected share, in CACHE/tasks-<hash>;
+                families data.tasks (empty: all), tiers data.task_tiers, languages those of the corpus
 Each cache entry is complete only when its marker file exists (corpus manifest.json, tokenizer.json,
 shard meta.json), so an interrupted preparation is redone, never half-used. This is what lets
 `configs/tiny.toml` need no preparation: the first run builds everything (tens of seconds), later
@@ -44,15 +48,17 @@ def _short_hash(*parts: str) -> str:
 
 
 SYNTHETIC = "synthetic"  # the curriculum source name of kexa.data.synthetic packs (never a corpus domain)
+TASKS = "tasks"  # the curriculum source name of kexa.data.task_packs (never a corpus domain)
+GENERATED = (SYNTHETIC, TASKS)
 
 
 def recipe_domains(recipe: Recipe) -> list[str]:
     """Corpus domains the recipe samples from (curriculum weights, else data.weights, else data.domains)."""
     names: list[str] = []
     for stage in recipe.curriculum:
-        names += [n for n, w in stage.weights.items() if w > 0 and n not in names and n != SYNTHETIC]
+        names += [n for n, w in stage.weights.items() if w > 0 and n not in names and n not in GENERATED]
     if not names:
-        names = [n for n, w in recipe.data.weights.items() if w > 0 and n != SYNTHETIC]
+        names = [n for n, w in recipe.data.weights.items() if w > 0 and n not in GENERATED]
     return names or list(recipe.data.domains)
 
 
@@ -114,13 +120,22 @@ def prepare_shards(corpus, tokenizer, domains: list[str], cache: Path) -> dict[s
     return out
 
 
-def synthetic_share(recipe: Recipe) -> float:
-    """Expected share of the run's sequences drawn from the synthetic source (stage fraction x weight;
-    without a curriculum, data.weights is the whole run's mixture)."""
+def source_share(recipe: Recipe, source: str) -> float:
+    """Expected share of the run's sequences drawn from `source` (stage fraction x weight; without a
+    curriculum, data.weights is the whole run's mixture)."""
     stages = recipe.curriculum or [Stage("main", 1.0, recipe.data.weights)]
     total = sum(s.fraction for s in stages)
-    return sum(s.fraction / total * s.weights.get(SYNTHETIC, 0.0) / sum(s.weights.values())
+    return sum(s.fraction / total * s.weights.get(source, 0.0) / sum(s.weights.values())
                for s in stages if s.weights)
+
+
+def synthetic_share(recipe: Recipe) -> float:
+    return source_share(recipe, SYNTHETIC)
+
+
+def _run_tokens(recipe: Recipe, share: float) -> int:
+    dc, tc = recipe.data, recipe.train
+    return int(tc.steps * dc.batch_size * dc.grad_accum * dc.seq_len * share * 1.1)
 
 
 def prepare_synthetic(recipe: Recipe, tokenizer, train: dict[str, TokenShards], cache: Path) -> TokenShards:
@@ -129,7 +144,7 @@ def prepare_synthetic(recipe: Recipe, tokenizer, train: dict[str, TokenShards], 
     dc, tc = recipe.data, recipe.train
     # facts in the languages the recipe trains on (the corpus domains en, ko, ... name them)
     config = SyntheticConfig(languages=[n for n in train if n in TEMPLATES] or ["en"])
-    n_tokens = int(tc.steps * dc.batch_size * dc.grad_accum * dc.seq_len * synthetic_share(recipe) * 1.1)
+    n_tokens = _run_tokens(recipe, synthetic_share(recipe))
     key = _short_hash(tokenizer.hf.to_str(), *sorted(train), repr(config), str(dc.seq_len), str(n_tokens), str(tc.seed))
     folder = cache / f"synthetic-{key}"
     if not (folder / META).exists():
@@ -137,6 +152,30 @@ def prepare_synthetic(recipe: Recipe, tokenizer, train: dict[str, TokenShards], 
         generator = SyntheticGenerator(tokenizer.encode, Filler.from_shards(list(train.values())), config, split="train")
         write_synthetic_shards(generator, folder, dc.seq_len, n_tokens, tokenizer.vocab_size, tokenizer.eos_id,
                                seed=tc.seed)
+    return TokenShards(folder)
+
+
+def prepare_tasks(recipe: Recipe, tokenizer, langs: list[str], cache: Path) -> TokenShards:
+    """Task-suite dialogues at data.seq_len for the run's expected share (+10%), cached by their inputs."""
+    import kexa.tasks
+    from ..data.task_packs import write_task_shards
+    dc, tc = recipe.data, recipe.train
+    try:
+        tasks = [kexa.tasks.get(n) for n in (dc.tasks or kexa.tasks.names())]
+    except KeyError as e:
+        raise RecipeError(f"data.tasks: {e.args[0]}") from None
+    langs = [lg for lg in langs if lg in kexa.tasks.LANGS] or list(kexa.tasks.LANGS)
+    n_tokens = _run_tokens(recipe, source_share(recipe, TASKS))
+    key = _short_hash(tokenizer.hf.to_str(), *[t.name for t in tasks], *langs, repr(dc.task_tiers),
+                      repr(dc.task_reasoning_ratio), str(dc.seq_len), str(n_tokens), str(tc.seed))
+    folder = cache / f"tasks-{key}"
+    if not (folder / META).exists():
+        log.info("writing %d task-dialogue tokens at seq_len %d to %s", n_tokens, dc.seq_len, folder)
+        try:
+            write_task_shards(tokenizer, tasks, folder, dc.seq_len, n_tokens, langs, dc.task_tiers,
+                              dc.task_reasoning_ratio, seed=tc.seed)
+        except ValueError as e:
+            raise RecipeError(f"data.tasks: {e}") from None
     return TokenShards(folder)
 
 
@@ -149,4 +188,6 @@ def prepare_data(recipe: Recipe) -> TrainData:
     train = dict(shards["train"])
     if synthetic_share(recipe) > 0:
         train[SYNTHETIC] = prepare_synthetic(recipe, tokenizer, shards["train"], cache)
+    if source_share(recipe, TASKS) > 0:
+        train[TASKS] = prepare_tasks(recipe, tokenizer, list(shards["train"]), cache)
     return TrainData(train=train, heldout=shards["heldout"], tokenizer=tokenizer, vocab_size=tokenizer.vocab_size)

@@ -45,9 +45,16 @@ class DataConfig:
     grad_accum: int = 1
     eval_batches: int = 4  # held-out batches per source for validation loss and global MaxVio
     weights: dict[str, float] = field(default_factory=dict)  # mixture when no curriculum (empty: uniform)
+    # the "tasks" source (kexa.data.task_packs: kexa.tasks train-split dialogues, thinking-augmented
+    # pre-training text), sampled only where a curriculum stage or `weights` gives "tasks" a weight
+    tasks: list[str] = field(default_factory=list)  # task families (empty: every registered task)
+    task_tiers: list[int] = field(default_factory=lambda: [1, 2])
+    task_reasoning_ratio: float = 0.5  # share of dialogues in reasoning mode (filled <think>)
 
     def __post_init__(self) -> None:
         too_small(self, seq_len=1, batch_size=1, grad_accum=1, eval_batches=0, corpus_bytes=1)
+        if not 0.0 <= self.task_reasoning_ratio <= 1.0:
+            raise ValueError(f"task_reasoning_ratio must be in [0, 1], got {self.task_reasoning_ratio}")
 
 
 @dataclass
