@@ -7,7 +7,11 @@ Two layers:
   onerror image, a javascript: link renders as text; reasoning, tool calls, markdown, the request the page sends,
   errors as one line that lose nothing, the conversation kept across a reload;
 - live, against `kexa serve` on a tiny model: a message streams back equal to the openai client's greedy reply,
-  thinking on and off, the stop button aborts and the server frees the slot.
+  thinking on and off, the stop button aborts and the server frees the slot;
+- kexa.serve.screenshot (the speedrun's picture of the page): its page driving against the mock, then
+  chat_screenshot end to end on the tiny model, equal to the API; a missing browser or server is one reason.
+
+The page-driving helpers (serve, say, wait_idle, stored_conversation, ...) are kexa.serve.screenshot's.
 
 Screenshots go to tmp_path; `KEXA_PAGE_SCREENSHOTS=docs/img/serve pytest tests/test_serve_page.py` re-takes the
 docs' ones.
@@ -18,7 +22,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -29,9 +33,13 @@ from tiny import save_tiny_model
 pytest.importorskip("playwright", reason="the test extra installs Playwright")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+from kexa.serve import screenshot  # noqa: E402
+from kexa.serve.screenshot import (ScreenshotUnavailable, chat_on_page, chat_screenshot, find_chromium,  # noqa: E402
+                                   launch_chromium, say, serve, stored_conversation, wait_idle, wait_listed)
+
 PAGE = Path(kexa.__file__).parent / "serve" / "static" / "index.html"
 ORIGIN = "http://kexa.test"  # mocked origin: page.route answers everything under it
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (.ci/run installs Debian's)")
 
 
@@ -66,7 +74,7 @@ def browser():
     if CHROMIUM is None:
         pytest.skip("no `chromium` on PATH (.ci/run installs Debian's)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -129,16 +137,6 @@ def open_mocked(page):
     page.goto(f"{ORIGIN}/")
     expect(page.locator("#model option")).to_have_count(2)
     return api
-
-
-def say(page, text):
-    page.fill("#prompt", text)
-    page.press("#prompt", "Enter")
-
-
-def wait_idle(page):
-    expect(page.locator("#send")).to_be_enabled()
-    expect(page.locator("#stop")).to_be_disabled()
 
 
 # ---- rendering ------------------------------------------------------------------------------------------
@@ -317,42 +315,25 @@ TEXT = "the quick brown fox jumps over the lazy dog. 안녕하세요 세계. " *
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory, browser):
-    """(url, model name) of `kexa serve --api-key KEY` on a tiny model folder (built as test_infer_cli does)."""
-    import queue
-    import subprocess
-    import sys
-    import threading
-
-
+def tiny_dir(tmp_path_factory):
+    """A tiny model folder with its tokenizer (built as test_infer_cli does)."""
     from kexa.tokenizer import train_bpe
 
     d = tmp_path_factory.mktemp("tiny_served")
     (d / "corpus.txt").write_text(TEXT + "\n", "utf-8")
     tok = train_bpe([str(d / "corpus.txt")], vocab_size=420)
-    save_tiny_model(tok, d)
-    proc = subprocess.Popen([sys.executable, "-m", "kexa.cli", "serve", "--model", str(d), "--port", "0",
-                             "--api-key", KEY, "--served-model-name", "tiny-page"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    seen = []
+    return save_tiny_model(tok, d)
+
+
+@pytest.fixture(scope="module")
+def live(tiny_dir, browser):
+    """(url, model name) of `kexa serve --api-key KEY` on the tiny model folder; SIGTERM (then kill) after."""
     try:
-        while True:
-            line = lines.get(timeout=60)
-            seen.append(line)
-            if m := re.search(r"ready at (http://\S+)", line):
-                break
-        yield m.group(1), "tiny-page"
-    except queue.Empty:
-        pytest.fail("kexa serve did not get ready in 60 s:\n" + "".join(seen))
-    finally:
-        proc.terminate()  # SIGTERM: uvicorn's graceful stop
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with serve(tiny_dir, "--api-key", KEY, "--served-model-name", "tiny-page", timeout_s=60) as (url, name):
+            assert name == "tiny-page"
+            yield url, name
+    except ScreenshotUnavailable as e:  # not ready in 60 s, or exited: its last lines
+        pytest.fail(str(e))
 
 
 def open_live(page, url, name):
@@ -360,8 +341,7 @@ def open_live(page, url, name):
     expect(page.locator("#status")).to_contain_text("401")  # the page asks the server, which wants a key
     page.fill("#api-key", KEY)
     page.locator("#api-key").dispatch_event("change")
-    expect(page.locator("#model")).to_have_value(name)
-    expect(page.locator("#status")).to_have_text("")
+    wait_listed(page, name)
 
 
 def reply_text(page, i):
@@ -371,7 +351,7 @@ def reply_text(page, i):
 
 
 def stored_reply(page):
-    return page.evaluate("JSON.parse(localStorage.getItem('kexa-chat/v1')).conversation.at(-1)")
+    return stored_conversation(page)[-1]
 
 
 @needs_chromium
@@ -450,3 +430,129 @@ def test_live_stop_aborts_the_stream_and_the_server_frees_the_slot(live, page):
     expect(page.locator(".msg")).to_have_count(0)
     assert page.evaluate("JSON.parse(localStorage.getItem('kexa-chat/v1')).conversation") == []
     assert [p for p in page.problems if "401" not in p] == []
+
+
+# ---- kexa.serve.screenshot: the page talking to a model, kept as a picture --------------------------------
+
+@needs_chromium
+def test_chat_on_page_sends_each_turn_with_its_settings_and_opens_the_reasoning(page):
+    api = open_mocked(page)
+    steps = "".join(f"\nstep {i}: check the carry again." for i in range(40))  # taller than the viewport
+    api.replies.append((200, sse(chunk({"reasoning_content": "47 + 38: 7 + 8 = 15, carry 1; 4 + 3 + 1 = 8." + steps}),
+                                 chunk({"content": "**85**"}, finish="stop"),
+                                 chunk(usage={"prompt_tokens": 9, "completion_tokens": 21, "total_tokens": 30}))))
+    api.replies.append((200, sse(chunk({"content": "안녕하세요!"}, finish="stop"))))
+    turns = chat_on_page(page, [("What is 47 + 38?", True), ("한국어로 인사해 주세요.", False)],
+                         temperature=0.7, top_p=0.9, max_tokens=64, seed=5, timeout_s=10)
+
+    first, second = api.chat_bodies()
+    common = {"model": "tiny", "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.7,
+              "top_p": 0.9, "max_tokens": 64, "seed": 5}
+    assert first == {**common, "messages": [{"role": "user", "content": "What is 47 + 38?"}],
+                     "chat_template_kwargs": {"enable_thinking": True}}
+    assert second == {**common, "chat_template_kwargs": {"enable_thinking": False}, "messages": [
+        {"role": "user", "content": "What is 47 + 38?"}, {"role": "assistant", "content": "**85**"},
+        {"role": "user", "content": "한국어로 인사해 주세요."}]}
+    assert turns == [
+        {"prompt": "What is 47 + 38?", "thinking": True,
+         "reasoning": "47 + 38: 7 + 8 = 15, carry 1; 4 + 3 + 1 = 8." + steps,
+         "content": "**85**", "finish_reason": "stop", "completion_tokens": 21, "error": None},
+        {"prompt": "한국어로 인사해 주세요.", "thinking": False, "reasoning": "", "content": "안녕하세요!",
+         "finish_reason": "stop", "completion_tokens": None, "error": None}]
+    # the page folded the reasoning when the answer began; the picture shows it open
+    details = page.locator(".msg.assistant").nth(0).locator("details.reasoning")
+    expect(details).to_have_attribute("open", "")
+    assert page.locator(".msg.assistant").nth(1).locator("details").count() == 0
+    # the page is 100vh with a scrolling log: the picture's viewport grows until the whole conversation shows
+    scroll = "[document.getElementById('log').scrollHeight, document.getElementById('log').clientHeight]"
+    assert page.evaluate(scroll)[0] > page.evaluate(scroll)[1]
+    height = screenshot.fit_log(page)
+    assert 820 < height < screenshot.MAX_HEIGHT and page.viewport_size == {"width": 1200, "height": height}
+    assert page.evaluate(scroll)[0] == page.evaluate(scroll)[1]
+    assert screenshot.fit_log(page, max_height=900) == 900  # capped
+    # a setting the page refuses leaves the message unsent: one reason, not a misaligned result
+    with pytest.raises(ScreenshotUnavailable, match=r"sent 0 of 1 turns: seed must be an integer, got \"1.5\""):
+        chat_on_page(page, [("again", False)], seed=1.5, timeout_s=10)
+    assert page.problems == []
+
+
+def png_size(path):
+    head = Path(path).read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", head
+    return struct.unpack(">II", head[16:24])  # (width, height)
+
+
+@needs_chromium
+def test_chat_screenshot_keeps_a_png_and_what_the_api_answers(tiny_dir, live, tmp_path):
+    from openai import OpenAI
+
+    out = tmp_path / "shot" / "chat.png"
+    result = chat_screenshot(tiny_dir, out, turns=[("the quick brown", False), ("안녕하세요 세계", True)],
+                             temperature=0, top_p=0.95, max_tokens=24, seed=0, timeout_s=120)
+    assert result["png"] == str(out) and 0 < result["seconds"] < 120
+    width, height = png_size(out)
+    assert width == screenshot.WIDTH and screenshot.HEIGHT <= height <= screenshot.MAX_HEIGHT
+    assert 10_000 < out.stat().st_size < 5_000_000  # a rendered page, not an empty image
+    # the same requests through the openai client (on the `live` server of the same folder) give the same
+    # replies; the page sends the history as it does (user turns and non-empty answers, no past reasoning)
+    url, name = live
+    client = OpenAI(base_url=f"{url}/v1", api_key=KEY)
+    messages = []
+    assert [(t["prompt"], t["thinking"]) for t in result["turns"]] == [("the quick brown", False),
+                                                                       ("안녕하세요 세계", True)]
+    for turn in result["turns"]:
+        messages.append({"role": "user", "content": turn["prompt"]})
+        res = client.chat.completions.create(
+            model=name, messages=messages, temperature=0, top_p=0.95, max_tokens=24, seed=0,
+            extra_body={"chat_template_kwargs": {"enable_thinking": turn["thinking"]}})
+        want = res.choices[0]
+        assert turn["error"] is None and turn["finish_reason"] == want.finish_reason
+        assert turn["content"] == (want.message.content or "")
+        assert turn["reasoning"] == (getattr(want.message, "reasoning_content", None) or "")
+        assert (turn["reasoning"] != "") == turn["thinking"]  # a random tiny model never closes its think block
+        assert turn["completion_tokens"] == res.usage.completion_tokens
+        if turn["content"]:
+            messages.append({"role": "assistant", "content": turn["content"]})
+    assert len(messages) == 3  # the first answer went back as history
+    for d in screenshot_dirs(tmp_path)[1:]:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "chat-screenshot-tiny.png").write_bytes(out.read_bytes())
+
+
+def test_a_missing_browser_is_one_reason_and_nothing_starts(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(screenshot.shutil, "which", lambda name: None)
+    with pytest.raises(ScreenshotUnavailable, match=r"^no `chromium` on PATH \(apt-get install chromium"):
+        chat_screenshot(tmp_path / "no-model", tmp_path / "chat.png")  # raised before a server would fail on it
+    assert not (tmp_path / "chat.png").exists()
+    # the command line: one line on stderr, exit code 1; --no-thinking applies to the --prompt before it
+    assert screenshot.main(["--model", str(tmp_path), "--out", str(tmp_path / "chat.png")]) == 1
+    assert capsys.readouterr().err.startswith("kexa screenshot: unavailable: no `chromium` on PATH")
+    args = screenshot._parser().parse_args(["--model", "m", "--out", "o.png", "--prompt", "a", "--no-thinking",
+                                            "--prompt", "b", "--prompt", "c", "--no-thinking", "--thinking"])
+    assert args.turns == [["a", False], ["b", True], ["c", True]]
+    with pytest.raises(SystemExit):
+        screenshot._parser().parse_args(["--model", "m", "--out", "o.png", "--no-thinking", "--prompt", "a"])
+    assert "give a --prompt first" in capsys.readouterr().err
+
+
+def test_hangul_without_a_korean_font_is_a_warning(monkeypatch):
+    import subprocess
+
+    fonts = {"stdout": ""}
+    monkeypatch.setattr(screenshot.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 0, stdout=fonts["stdout"] if cmd[:2] == ["fc-list", ":lang=ko"] else None))
+    monkeypatch.setattr(screenshot.shutil, "which", lambda name: "/usr/bin/" + name)
+    korean = [{"prompt": "인사해 주세요", "reasoning": "", "content": "hi"}]
+    assert "apt-get install fonts-nanum" in screenshot._missing_font_warning(korean)[0]
+    assert screenshot._missing_font_warning([{"prompt": "hi", "reasoning": "", "content": "hello"}]) == []
+    fonts["stdout"] = "NanumGothic\n"
+    assert screenshot._missing_font_warning(korean) == []
+
+
+@needs_chromium
+def test_a_server_that_cannot_start_is_one_reason_with_its_last_words(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ScreenshotUnavailable, match=r"^kexa serve exited with code 2 before it was ready: "
+                                                    r".*kexa serve: error: .*empty"):
+        chat_screenshot(tmp_path / "empty", tmp_path / "chat.png", timeout_s=60)
+    assert not (tmp_path / "chat.png").exists()
