@@ -26,7 +26,8 @@ def run(tmp_path_factory):
         preference_overrides=["train.steps=2", "preference.prompts_per_step=2", "preference.group_size=4", "preference.max_new_tokens=8",
                               "preference.eval_max_new_tokens=8"],
         eval_limit=1, eval_max_tokens=6,
-        targets={"n": 1, "compliance_n": 1, "tool_n": 1, "niah_cases": 2, "max_new_tokens": 6, "outside": True})
+        targets={"n": 1, "compliance_n": 1, "tool_n": 1, "niah_cases": 2, "max_new_tokens": 6, "outside": True},
+        chat_turns=())  # the page's screenshot run is tests/test_serve_page.py's (a server start per speedrun pass)
     state = speedrun(root / "run", cfg)
     return root / "run", cfg, state
 
@@ -71,6 +72,7 @@ def test_targets_stage_measures_every_target_on_the_final_model(run):
     assert len(t["details"]["outside"]["items"]) == 10 and t["settings"]["temperature"] == 1.0
     report = (rundir / "report.md").read_text()
     assert "| key-value lookup among 8 pairs" in report and "Accuracy by language" in report
+    assert "(no screenshot: no chat turns configured)" in report
 
 
 def test_sft_stage_starts_from_the_extended_model_and_feeds_rl(run):

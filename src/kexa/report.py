@@ -23,7 +23,7 @@ from pathlib import Path
 from .plots import plot_balance, plot_losses, plot_rl, pyplot
 
 SECTIONS = ["Headline", "Targets", "Machine", "Tokenizer", "Parameters", "Pre-training", "Expert balance",
-            "Context extension", "SFT", "RL", "Preference", "Evaluation", "Decoding", "KV cache", "Samples", "Wall time"]
+            "Context extension", "SFT", "RL", "Preference", "Evaluation", "Decoding", "KV cache", "Samples", "Chat page", "Wall time"]
 SFT_TITLE = "SFT: held-out tasks before / after"  # the section kexa.eval.tasks_eval.report_markdown writes
 RL_TITLE = "RL: held-out tasks before / after"
 
@@ -422,6 +422,20 @@ def write_report(run_dir: str | Path) -> Path:
     for s in ev.get("samples", []):
         add(f"- **{s['prompt']}** → {s['completion']!r}")
     add("")
+
+    # the chat page talking to the final model
+    add("## Chat page\n")
+    chat = _read_json(run / "chat.json")
+    if chat.get("png"):
+        add(f"`kexa serve --model {run / 'model'}`, the page at `/`, headless Chromium (kexa.serve.screenshot), "
+            f"temperature 1.0, top-p 0.95:\n\n![the chat page talking to the final model]({chat['png']})\n")
+        for t in chat.get("turns", []):
+            add(f"- *{'reasoning' if t['thinking'] else 'non-reasoning'}*: **{t['prompt']}** → "
+                f"{('`<think>` ' + repr(t['reasoning'][:160]) + ' ') if t.get('reasoning') else ''}"
+                f"`{(t.get('content') or t.get('error') or '')[:200]}`")
+        add("")
+    else:
+        add(f"(no screenshot: {chat.get('skipped', 'no chat stage in this run')})\n")
 
     # wall time
     add("## Wall time\n")

@@ -18,6 +18,8 @@
     targets   the capability targets on the final model (kexa.eval.targets: addition and 8-pair lookup per
               language, compliance both modes, tool-call validity, NIAH at 8x with 50 cases, RL gain with
               its interval, MTP speed-up, a check through transformers) -> RUN/targets.json
+    chat      `kexa serve` on RUN/model and a conversation through its chat page in headless Chromium
+              (kexa.serve.screenshot) -> RUN/chat.png + RUN/chat.json (skipped, with the reason, without a browser)
     report    RUN/report.md + PNGs (kexa.report; `kexa report RUN` redoes it from the logs)
 
 Idempotent: RUN/stages.json records each finished stage with its wall time and summary; a stage is
@@ -96,6 +98,11 @@ class SpeedrunConfig:
     # transformers check
     targets: dict = field(default_factory=lambda: {"n": 2, "compliance_n": 1, "tool_n": 1, "niah_cases": 5,
                                                    "max_new_tokens": 32, "outside": True})
+    # chat stage: these (prompt, thinking) turns through `kexa serve` and the chat page in headless Chromium
+    # (kexa.serve.screenshot) -> RUN/chat.png; () skips the stage's browser run
+    chat_turns: tuple = (("What is 47 + 38?", True),
+                         ("다음 목록에서 하늘의 번호는 무엇인가요?\n바다: 318\n하늘: 752\n구름: 164\n들판: 930", False))
+    chat_max_tokens: int = 256
 
     @classmethod
     def named(cls, quick: bool) -> "SpeedrunConfig":
@@ -106,7 +113,7 @@ class SpeedrunConfig:
                        rl=REPO / "configs/rl_quick.toml", preference=REPO / "configs/preference_quick.toml",
                        eval_limit=2, eval_max_tokens=16,
                        targets={"n": 2, "compliance_n": 1, "tool_n": 1, "niah_cases": 5, "max_new_tokens": 32,
-                                "outside": True})
+                                "outside": True}, chat_max_tokens=32)
         # nano: configs/nano_speedrun.toml (800 steps of 8 x 256 tokens: corpus, synthetic retrieval and the
         # task suite's dialogues) and one round per extension stage
         return cls(REPO / "configs/nano_speedrun.toml", REPO / "configs/extend_nano_256.toml",
@@ -449,6 +456,27 @@ def stage_targets(ctx: Context) -> dict:
             **{r["target"]: r["value"] for r in result["targets"]}}
 
 
+CHAT_FILE = "chat.json"
+
+
+def stage_chat(ctx: Context) -> dict:
+    """The final model served by `kexa serve` and talked to through the chat page (headless Chromium):
+    RUN/chat.png and the conversation in RUN/chat.json. A machine without Playwright or Chromium records
+    why (the report says so) instead of failing the run."""
+    from .serve.screenshot import ScreenshotUnavailable, chat_screenshot
+    if not ctx.cfg.chat_turns:
+        result = {"skipped": "no chat turns configured"}
+    else:
+        try:
+            result = chat_screenshot(ctx.run / "model", ctx.run / "chat.png", list(ctx.cfg.chat_turns),
+                                     max_tokens=ctx.cfg.chat_max_tokens)
+            result["png"] = "chat.png"  # relative to RUN, as the report links it
+        except ScreenshotUnavailable as e:
+            result = {"skipped": str(e)}
+    (ctx.run / CHAT_FILE).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return {"skipped": result["skipped"]} if "skipped" in result else {"png": result["png"], "seconds": result["seconds"]}
+
+
 def _over_modes(metrics: dict, key: str) -> int:
     """A count summed over the modes a suite ran in (`<mode>/<key>`; the plain key when it ran in one)."""
     per_mode = [v for k, v in metrics.items() if k.endswith(f"/{key}")]
@@ -517,6 +545,8 @@ STAGES = [
     Stage("eval", "evaluation suites x every stage's model x both modes (kexa eval run)", stage_eval, _eval_valid),
     Stage("targets", "capability targets of the final model (kexa.eval.targets)", stage_targets,
           lambda r: _json(r / TARGETS_FILE)),
+    Stage("chat", "the chat page talking to the final model (kexa serve + headless Chromium)", stage_chat,
+          lambda r: _json(r / CHAT_FILE)),
     Stage("report", "report card", stage_report, lambda r: (r / "report.md").exists()),
 ]
 
