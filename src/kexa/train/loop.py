@@ -58,6 +58,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -67,6 +68,7 @@ from torch import nn
 
 from ..data.loader import IGNORE, Curriculum, PackedLoader, Stage, heldout_batches
 from ..data.shards import TokenShards
+from ..model import fp8
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from . import checkpoint as ckpt
@@ -148,12 +150,16 @@ def autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def enable_fp8(model: nn.Module, device: torch.device) -> None:
-    """torchao float8 training for the nn.Linear layers (reference §9); refuses cleanly without SM89+."""
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-        where = "no CUDA device" if device.type != "cuda" else f"compute capability {torch.cuda.get_device_capability(device)}"
-        raise RecipeError(f"train.fp8 needs an NVIDIA GPU with compute capability >= 8.9 (Ada/Hopper); found {where}. "
-                          f"Set train.fp8 = false (bf16 autocast is used then).")
+def enable_fp8(model: nn.Module, device: torch.device, emulate: bool = False) -> str:
+    """FP8 training (reference §9): torchao Float8Linear (tensorwise) for the eligible nn.Linear layers and
+    FP8 grouped GEMMs for the routed experts (model/fp8.py: torchao's rowwise grouped GEMM on SM90+, one
+    scaled_mm per expert on SM89). Router, norms, embeddings, lm_head and the MTP projection stay high
+    precision. Refuses with one RecipeError line, changing nothing, without an SM89+ GPU or torchao.
+    `emulate`: both run as CPU emulations (numerics only, for tests). Returns the expert backend."""
+    try:
+        backend = "emulate" if emulate else fp8.select_backend(device)
+    except fp8.Fp8Unavailable as e:
+        raise RecipeError(f"train.fp8: {e}. Set train.fp8 = false (bf16 autocast is used then).") from None
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError as e:
@@ -161,11 +167,20 @@ def enable_fp8(model: nn.Module, device: torch.device) -> None:
 
     def keep(module: nn.Module, fqn: str) -> bool:
         # head and MTP projection stay bf16 (DeepSeek-V3 FP8 recipe); FP8 GEMMs need dims % 16 == 0.
-        # Routers are not nn.Linear and expert stacks are 3-D parameters: both stay in bf16/fp32.
+        # Routers are not nn.Linear (fp32, untouched); the 3-D expert stacks are converted below.
         return (isinstance(module, nn.Linear) and fqn != "lm_head" and not fqn.startswith("mtp.fc")
                 and module.in_features % 16 == 0 and module.out_features % 16 == 0)
 
-    convert_to_float8_training(model, module_filter_fn=keep, config=Float8LinearConfig.from_recipe_name("tensorwise"))
+    try:
+        fp8.convert_experts(model, backend)  # checks every expert's shapes before flagging any
+    except fp8.Fp8Unavailable as e:
+        raise RecipeError(f"train.fp8: {e}. Set train.fp8 = false (bf16 autocast is used then).") from None
+    if backend == "scaled_mm":
+        warnings.warn(f"train.fp8: no FP8 grouped GEMM on this GPU (compute capability "
+                      f"{torch.cuda.get_device_capability(device)}; torchao's needs SM90 and torchao >= 0.18): "
+                      f"the routed experts run one torch._scaled_mm per expert", stacklevel=2)
+    convert_to_float8_training(model, module_filter_fn=keep, config=Float8LinearConfig(emulate=emulate))
+    return backend
 
 
 class StopFlag:

@@ -79,7 +79,7 @@ class TrainConfig:
     steps: int = 150  # optimiser steps
     seed: int = 0
     dtype: str = "bf16"  # autocast dtype for the forward: "bf16" or "fp32" (weights stay fp32)
-    fp8: bool = False  # torchao float8 training of the Linear layers (needs an SM89+ GPU)
+    fp8: bool = False  # FP8 GEMMs: Linear layers (torchao float8) and routed experts (model/fp8.py); SM89+ GPU
     threads: int = 0  # torch CPU threads set by the command (0: torch's default; 1 wins on a busy shared CPU)
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda"
     activation_checkpointing: bool = False
