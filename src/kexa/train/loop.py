@@ -405,7 +405,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         state = {"loader": loader.state_dict(), "skipped": skipped, "tokens": tokens_seen}
         # with the tokenizer, every checkpoint's model/ is a complete model folder (eval, extend --init-from)
         return ckpt.save_checkpoint(run_dir, at, model, optimizers, state, recipe.to_dict(), tc.keep_last,
-                                    tokenizer=data.tokenizer)
+                                    tokenizer=data.tokenizer, async_save=tc.async_checkpoint)
 
     bar = None
     if main and not quiet:
@@ -419,6 +419,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     try:
         with StopFlag() as stop:
             while step < tc.steps:
+                ckpt.poll_pending()  # seal an async checkpoint as soon as its background write is done
                 t0 = time.perf_counter()
                 lr = set_lr(optimizers, recipe.schedule.factor(step, tc.steps))
                 stage = loader.stage
@@ -505,6 +506,12 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                     break
                 if tc.save_every and step % tc.save_every == 0 and not last:
                     save(step)
+    except BaseException:
+        try:  # let the last good async checkpoint finish and be sealed (no collective: other ranks may be gone)
+            ckpt.wait_pending(sync_ranks=False)
+        except Exception as e:
+            warnings.warn(f"{e}", stacklevel=1)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -513,7 +520,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
 
     model_dir = None
     if interrupted is None:
-        save(step)
+        save(step)  # under torchrun with train.async_checkpoint, written while the model is exported below
         model_dir = run_dir / "model"
         if export_model is not None:
             model = export_model(model)
@@ -526,7 +533,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         if main and tc.plot:
             from ..plots import plot_run
             plot_run(run_dir / METRICS, run_dir / "training.png")
-    elif main and not quiet:
+    ckpt.wait_pending()  # every rank returns with its last checkpoint complete and sealed
+    if interrupted is not None and main and not quiet:
         print(f"{interrupted}: saved checkpoint at step {step} in {ckpt.checkpoint_dir(run_dir)}; "
               f"continue with --resume")
     if main and not quiet and interrupted is None:
