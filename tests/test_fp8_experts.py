@@ -20,6 +20,7 @@ from kexa.model import fp8
 from kexa.model.moe import Experts, Router, grouped_matmul
 from kexa.train.loop import enable_fp8
 from kexa.train.recipe import RecipeError
+from test_distributed_single import one_rank_group  # noqa: F401  (fixture: a 1-rank gloo group + ep mesh)
 
 # Measured on the problem below (seed 0): emulated FP8 vs fp32 is 3.6-3.8% relative Frobenius error on the
 # output, the input gradient and the weight gradient alike (e4m3 keeps 3 mantissa bits: ~2^-4 per element,
@@ -29,7 +30,8 @@ FP8_BOUND = 0.06
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm())
 
 
 def sorted_problem(E=8, M=200, K=64, N=96, seed=0):
@@ -222,6 +224,27 @@ def test_expert_widths_not_divisible_by_16_are_refused_before_anything_changes()
     with pytest.raises(fp8.Fp8Unavailable, match="divisible by 16; got 64 and 24"):
         fp8.convert_experts(model, "torchao")
     assert all(m.fp8 is None for m in model.modules() if isinstance(m, Experts))
+
+
+def test_expert_parallel_experts_keep_the_fp8_backend(one_rank_group):
+    """enable_fp8 runs before parallelize: the EP module that replaces Experts must keep its backend."""
+    from kexa.train.expert_parallel import ExpertParallelExperts
+    cfg = ModelConfig.preset("tiny")
+    torch.manual_seed(0)
+    local = Experts(cfg)
+    torch.nn.init.normal_(local.gate_up_proj, std=0.1)
+    torch.nn.init.normal_(local.down_proj, std=0.1)
+    x = torch.randn(40, cfg.hidden_size)
+    idx = torch.stack([torch.randperm(cfg.num_experts)[:cfg.num_experts_per_tok] for _ in range(40)])
+    w = torch.rand(40, cfg.num_experts_per_tok)
+    plain, _ = local(x, idx, w)
+    fp8.convert_experts(local, "emulate")
+    ep = ExpertParallelExperts(local, one_rank_group)
+    assert ep.fp8 == "emulate"
+    out, _ = local(x, idx, w)
+    out_ep, _ = ep(x, idx, w)
+    torch.testing.assert_close(out_ep, out)  # the same FP8 numerics through the EP dispatch
+    assert rel(out_ep, plain) > 0.01  # and they are FP8's, not the plain GEMM's
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)),
