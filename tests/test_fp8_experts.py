@@ -100,6 +100,35 @@ def test_scales_are_powers_of_two_and_saturate_at_448():
     assert fp8.to_fp8(torch.tensor([1e6, -1e6, 449.0]), torch.tensor(1.0)).float().tolist() == [448.0, -448.0, 448.0]
 
 
+def test_scales_and_casts_equal_torchaos_reference_quantizers():
+    """The emulation quantizes exactly as torchao's pure-torch references of its FP8 rowwise grouped
+    recipe: per-token rows, per-expert weight rows (forward) and columns (dgrad), per-group columns (wgrad)."""
+    pytest.importorskip("torchao")
+    from torchao.float8.config import ScalingGranularity
+    from torchao.float8.float8_utils import tensor_to_scale
+    from torchao.prototype.moe_training.utils import (torch_to_3d_rowwise_float8_transpose_rhs,
+                                                      torch_to_float8_per_group_colwise)
+    g = torch.Generator().manual_seed(0)
+    offsets = torch.tensor([17, 1, 30, 16, 9, 40, 3, 44]).cumsum(0).to(torch.int32)  # no empty group:
+    x = torch.randn(int(offsets[-1]), 64, generator=g)                    # torchao's reference loop needs rows
+    w = torch.randn(8, 96, 64, generator=g) * 0.05
+
+    def axis(t, dim):
+        return tensor_to_scale(t, torch.float8_e4m3fn, scaling_granularity=ScalingGranularity.AXISWISE,
+                               axiswise_dim=dim, round_scales_to_power_of_2=True)
+    q, s = fp8.quantize_rows(x)  # forward, activations: per token
+    assert torch.equal(s, axis(x, -1))
+    b_t = w.transpose(-2, -1)  # (E, K, N) column-major, as torchao takes the weight
+    q, s = fp8.quantize_rows(w)  # forward, weights: per (expert, output row) over K
+    assert torch.equal(s.transpose(-2, -1), axis(b_t, -2))
+    ref_q, ref_s = torch_to_3d_rowwise_float8_transpose_rhs(b_t, round_scales_to_power_of_2=True)
+    q, s = fp8.quantize_rows(w.transpose(-2, -1))  # dgrad, weights: per (expert, input column) over N
+    assert torch.equal(s.transpose(-2, -1), ref_s) and torch.equal(q.float(), ref_q.transpose(-2, -1).float())
+    ref_q, ref_s = torch_to_float8_per_group_colwise(x, offsets, round_scales_to_power_of_2=True)
+    q, s = fp8.quantize_group_columns(x, fp8.group_ids(offsets, len(x)), len(offsets))  # wgrad: per group
+    assert torch.equal(s.reshape(-1), ref_s) and torch.equal(q.float(), ref_q.float())
+
+
 def tiny_model(seed=0) -> KExaone:
     torch.manual_seed(seed)
     return KExaone(ModelConfig.preset("tiny"))

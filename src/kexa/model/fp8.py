@@ -8,7 +8,7 @@ GEMM, not nn.Linear, so torchao's `convert_to_float8_training` never sees them. 
     "torchao"    CUDA SM90+, torchao >= 0.18           torchao.prototype.moe_training's FP8 rowwise
                                                        grouped GEMM (torch._scaled_grouped_mm inside)
     "scaled_mm"  CUDA SM89+ (no grouped FP8 op there)  one torch._scaled_mm per expert, same scales
-    "emulate"    anywhere (CPU tests)                  quantize -> dequantize -> fp32 grouped GEMM
+    "emulate"    anywhere (CPU tests)                  quantize -> dequantize -> fp32 GEMM per expert
 
 Scaling recipe (torchao's FP8_ROWWISE for grouped GEMMs, `fp8_grouped_mm.py`): dynamic scales, one
 per row of each operand along the GEMM's contraction dimension, rounded down to a power of two
@@ -17,6 +17,7 @@ per row of each operand along the GEMM's contraction dimension, rounded down to 
     dgrad    dx  = g @ w_e       g per token (over C_out),         w per (expert, in column) (over C_out)
     wgrad    dw_e = g_e^T x_e    g and x per (expert, column) over that expert's tokens only
 The high-precision x and w are saved for backward (torchao does the same) and re-quantized there.
+The scales equal torchao's pure-torch reference quantizers bitwise (tests/test_fp8_experts.py).
 The router, norms, embeddings, lm_head and the MTP projection are not touched (DeepSeek-V3's FP8
 recipe keeps them in higher precision); the Linear layers are torchao Float8Linear (train/loop.py).
 
@@ -84,20 +85,8 @@ def quantize_group_columns(t: torch.Tensor, gid: torch.Tensor, n_groups: int) ->
 # Two shapes: "2d x 3d" out (M, N) = a (M, K) @ w_e^T with w (E, N, K) (forward and dgrad), and
 # "wgrad" out (E, N, K) = g_e^T (N, M_e) @ a_e (M_e, K). Operands arrive quantized with their scales;
 # the emulation dequantizes and multiplies in fp32, the hardware path calls torch._scaled_mm per expert.
-def _emulated_2d3d(a_q, a_s, w_q, w_s, offsets, out_dtype):
-    a = a_q.float() / a_s  # (M, K)
-    w = w_q.float() / w_s  # (E, N, K)
-    return torch._grouped_mm(a, w.transpose(-2, -1), offs=offsets).to(out_dtype)  # (M, N)
-
-
-def _emulated_wgrad(g_q, g_s, a_q, a_s, offsets, gid, out_dtype):
-    g = g_q.float() / g_s[gid]  # (M, N)
-    a = a_q.float() / a_s[gid]  # (M, K)
-    return torch._grouped_mm(g.t(), a, offs=offsets).to(out_dtype)  # (E, N, K)
-
-
 def _spans(offsets: torch.Tensor):
-    """(expert, start, end) of each non-empty group (one host sync: the per-expert path loops in Python)."""
+    """(expert, start, end) of each non-empty group (one host sync: these paths loop in Python)."""
     start = 0
     for e, end in enumerate(offsets.tolist()):
         if end > start:
@@ -105,24 +94,48 @@ def _spans(offsets: torch.Tensor):
         start = end
 
 
+def _emulated_2d3d(a_q, a_s, w_q, w_s, offsets, out_dtype):
+    a = a_q.float() / a_s  # (M, K)
+    w = w_q.float() / w_s  # (E, N, K)
+    out = a.new_zeros(a.shape[0], w.shape[1])  # (M, N); fp32 per expert (CUDA's grouped GEMM wants bf16)
+    for e, s, t in _spans(offsets):
+        out[s:t] = a[s:t] @ w[e].t()
+    return out.to(out_dtype)
+
+
+def _emulated_wgrad(g_q, g_s, a_q, a_s, offsets, gid, out_dtype):
+    g = g_q.float() / g_s[gid]  # (M, N)
+    a = a_q.float() / a_s[gid]  # (M, K)
+    out = g.new_zeros(len(offsets), g.shape[1], a.shape[1])  # (E, N, K)
+    for e, s, t in _spans(offsets):
+        out[e] = g[s:t].t() @ a[s:t]
+    return out.to(out_dtype)
+
+
+def _mm_dtype(t: torch.Tensor, out_dtype: torch.dtype) -> torch.dtype:
+    return torch.bfloat16 if t.is_cuda else out_dtype  # CUDA's rowwise-scaled kernels write bf16 only
+
+
 def _scaled_mm_2d3d(a_q, a_s, w_q, w_s, offsets, out_dtype):
-    out = torch.zeros(a_q.shape[0], w_q.shape[1], dtype=out_dtype, device=a_q.device)  # (M, N)
+    mm_dtype = _mm_dtype(a_q, out_dtype)
+    out = torch.zeros(a_q.shape[0], w_q.shape[1], dtype=mm_dtype, device=a_q.device)  # (M, N)
     for e, s, t in _spans(offsets):
         # mat2 must be column-major: w_q[e] (N, K) row-major, transposed -> (K, N) column-major
         out[s:t] = torch._scaled_mm(a_q[s:t], w_q[e].t(), scale_a=a_s[s:t].reciprocal(),
-                                    scale_b=w_s[e].reciprocal().view(1, -1), out_dtype=out_dtype,
+                                    scale_b=w_s[e].reciprocal().view(1, -1), out_dtype=mm_dtype,
                                     use_fast_accum=a_q.is_cuda)
-    return out
+    return out.to(out_dtype)
 
 
 def _scaled_mm_wgrad(g_q, g_s, a_q, a_s, offsets, gid, out_dtype):
     E, N, K = len(offsets), g_q.shape[1], a_q.shape[1]
-    out = torch.zeros(E, N, K, dtype=out_dtype, device=g_q.device)  # experts without tokens: zero gradient
+    mm_dtype = _mm_dtype(g_q, out_dtype)
+    out = torch.zeros(E, N, K, dtype=mm_dtype, device=g_q.device)  # experts without tokens: zero gradient
     for e, s, t in _spans(offsets):
         out[e] = torch._scaled_mm(g_q[s:t].t().contiguous(), a_q[s:t].t().contiguous().t(),  # (N, n) @ (n, K)
                                   scale_a=g_s[e].reciprocal().view(-1, 1), scale_b=a_s[e].reciprocal().view(1, -1),
-                                  out_dtype=out_dtype, use_fast_accum=g_q.is_cuda)
-    return out
+                                  out_dtype=mm_dtype, use_fast_accum=g_q.is_cuda)
+    return out.to(out_dtype)
 
 
 GEMMS = {"emulate": (_emulated_2d3d, _emulated_wgrad), "scaled_mm": (_scaled_mm_2d3d, _scaled_mm_wgrad)}
