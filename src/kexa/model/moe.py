@@ -15,6 +15,8 @@ custom op so torch.compile can trace around it, else one matmul per expert that 
 There is no capacity factor and no Python loop over tokens. Under torch.autocast the MoE casts its
 input to the autocast dtype at entry (autocast does not reach the grouped GEMM and the residual
 stream is fp32), so the experts compute in bf16 from fp32 master weights; the router stays fp32.
+With `train.fp8` the two expert GEMMs (and their backward) run in FP8 instead (fp8.py: torchao's
+grouped FP8 GEMM on Hopper); the router and the shared expert's path through here are unchanged.
 
 Sequence-level balance loss (DeepSeek-V3 eq. 17-20), per sequence of T tokens:
     f_i = E / (k T) * #tokens routed to i,   P_i = mean_t s_it / sum_j s_jt,   L = sum_i f_i P_i
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from .fp8 import fp8_grouped_matmul
 from .layers import SwiGLU
 
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
@@ -113,10 +116,14 @@ if HAS_GROUPED_MM:
     _grouped_mm_op.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
 
 
-def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Rows of x sorted by expert; w (E, out, in). Returns x_e @ w_e^T for each expert's rows."""
+def grouped_matmul(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor,
+                   fp8: str | None = None) -> torch.Tensor:
+    """Rows of x sorted by expert; w (E, out, in). Returns x_e @ w_e^T for each expert's rows.
+    `fp8`: an FP8 backend of fp8.py (set on Experts by `fp8.convert_experts`), else bf16/fp32 GEMMs."""
     if w.dtype != x.dtype:  # fp32 master weights, bf16 activations under autocast (cast at MoE entry)
         w = w.to(x.dtype)
+    if fp8 is not None:
+        return fp8_grouped_matmul(fp8, x, w, offsets)
     if HAS_GROUPED_MM and x.shape[0] > 0:
         return _grouped_mm_op(x, w, offsets)
     out = x.new_empty(x.shape[0], w.shape[1])
@@ -136,6 +143,7 @@ class Experts(nn.Module):
         E, C, I = config.num_experts, config.hidden_size, config.moe_intermediate_size
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, C))
         self.down_proj = nn.Parameter(torch.empty(E, C, I))
+        self.fp8: str | None = None  # FP8 GEMM backend (fp8.convert_experts); None: the stored dtype's GEMMs
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor):
         """x (N, C), idx/weight (N, k) -> (N, C) and the per-expert token counts (E,)."""
@@ -148,9 +156,9 @@ class Experts(nn.Module):
         token = order // k  # token of each sorted assignment
         counts = expert_counts(flat, E)  # (E,)
         offsets = counts.cumsum(0).to(torch.int32)
-        h = grouped_matmul(x[token], self.gate_up_proj, counts, offsets)  # (N*k, 2I)
+        h = grouped_matmul(x[token], self.gate_up_proj, counts, offsets, self.fp8)  # (N*k, 2I)
         gate, up = h.chunk(2, dim=-1)
-        y = grouped_matmul(F.silu(gate) * up, self.down_proj, counts, offsets)  # (N*k, C)
+        y = grouped_matmul(F.silu(gate) * up, self.down_proj, counts, offsets, self.fp8)  # (N*k, C)
         y = y.float() * weight.reshape(-1)[order, None]  # fp32 weighting and sum, cast once
         out = torch.zeros(N, x.shape[1], dtype=torch.float32, device=x.device).index_add_(0, token, y)
         return out.to(x.dtype), counts

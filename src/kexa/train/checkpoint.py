@@ -16,6 +16,14 @@ Under torchrun (FSDP2 / EP), sharded — nothing is gathered, each rank writes w
         train_state.pt     loader state, RNG, step and counters (rank 0's; the optimiser is in shards/)
         recipe.json, manifest.json
 
+Async saves (`train.async_checkpoint`, under torchrun only): `dcp.async_save` copies the rank's shards
+to CPU memory (the staging copy: one shard of weights + optimiser states, held until written), returns,
+and writes them from a background thread whose collectives use a dedicated gloo group (never the
+training's group: two threads must not interleave collectives on one group). Training goes on. The
+checkpoint is sealed — manifest written, temporary folder renamed into place — only once the write has
+completed (`wait_pending`: at the next save, at the end of `train`, or as soon as a poll finds it
+done), so a step folder never names a save still in flight; one save is in flight at most.
+
 A checkpoint is built in a hidden temporary folder beside its final name, every file fsynced, the
 manifest written, the folder renamed into place and the parent fsynced (torch.distributed.checkpoint
 also marks completeness with a final metadata file). Readers trust only folders whose manifest
@@ -35,7 +43,10 @@ import os
 import random
 import shutil
 import warnings
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -94,13 +105,16 @@ def load_optimizer_states(model: nn.Module, optimizers: list[torch.optim.Optimiz
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizers: list[torch.optim.Optimizer],
-                    train_state: dict, recipe: dict, keep_last: int = 2, tokenizer=None) -> Path:
+                    train_state: dict, recipe: dict, keep_last: int = 2, tokenizer=None,
+                    async_save: bool = False) -> Path:
     """Write RUN/checkpoints/step_N atomically and return its path. One process: the HF model folder
-    plus full optimiser states. Under torchrun: sharded (collective; see the module docstring)."""
+    plus full optimiser states. Under torchrun: sharded (collective; see the module docstring), and with
+    `async_save` written in the background: the path exists only after `wait_pending()`."""
     root = checkpoint_dir(run_dir)
     final = root / f"step_{step:08d}"
     if distributed():
-        return save_sharded(root, final, step, model, optimizers, train_state, recipe, keep_last, tokenizer)
+        return save_sharded(root, final, step, model, optimizers, train_state, recipe, keep_last, tokenizer,
+                            async_save)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -115,15 +129,71 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizers
     return final
 
 
+@dataclass
+class PendingSave:
+    """An async sharded save in flight: `future` completes on every rank once all shards and DCP's
+    .metadata are written (the coordinator gathers every rank's write results first)."""
+    future: Future
+    final: Path
+    seal: Callable[[], None] | None  # rank 0: manifest + rename into place; other ranks: nothing to do
+
+
+_pending: PendingSave | None = None
+_async_group: tuple | None = None  # (the default group it was made for, the gloo group for async saves)
+
+
+def async_group():
+    """A gloo group of all ranks for the background save thread's collectives (made once per process
+    group; making it is itself collective, and every rank saves together, so all ranks get here)."""
+    global _async_group
+    import torch.distributed as dist
+    world = dist.group.WORLD
+    if _async_group is None or _async_group[0] is not world:
+        _async_group = (world, dist.new_group(backend="gloo"))
+    return _async_group[1]
+
+
+def pending_save() -> PendingSave | None:
+    return _pending
+
+
+def wait_pending(sync_ranks: bool = True) -> Path | None:
+    """Block until the in-flight async save is written, then seal it (rank 0); returns its path, or None
+    when nothing was in flight. `sync_ranks`: a barrier after, so every rank sees the sealed folder."""
+    global _pending
+    if _pending is None:
+        return None
+    pending, _pending = _pending, None
+    try:
+        pending.future.result()
+    except Exception as e:  # the temporary folder stays unsealed (never a step folder) and is pruned later
+        raise CheckpointError(f"async checkpoint {pending.final.name} failed while writing: {e}") from e
+    if pending.seal is not None:
+        pending.seal()
+    if sync_ranks:
+        barrier()
+    return pending.final
+
+
+def poll_pending() -> None:
+    """Seal the in-flight async save if its write has finished (non-blocking, no collective)."""
+    if _pending is not None and _pending.future.done():
+        wait_pending(sync_ranks=False)
+
+
 def save_sharded(root: Path, final: Path, step: int, model: nn.Module, optimizers: list[torch.optim.Optimizer],
-                 train_state: dict, recipe: dict, keep_last: int, tokenizer) -> Path:
+                 train_state: dict, recipe: dict, keep_last: int, tokenizer, async_save: bool = False) -> Path:
     """Every rank writes its own shards of the weights and optimiser states with
     torch.distributed.checkpoint (no gather: a rank's memory stays its shard); rank 0 writes the
-    config, tokenizer, training state and, once all shards are on disk, the manifest."""
+    config, tokenizer, training state and, once all shards are on disk, the manifest. With
+    `async_save` (where dcp has it) the shards are written in the background and sealed later."""
+    global _pending
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     from ..model.hf import hf_config_dict
+    async_save = async_save and hasattr(dcp, "async_save")
+    wait_pending(sync_ranks=False)  # the previous save completes (and is sealed) before this one starts
     tmp = root / f".tmp-step_{step:08d}-sharded"  # one name for all ranks: each writes its files into it
     if is_main():
         root.mkdir(parents=True, exist_ok=True)
@@ -131,7 +201,13 @@ def save_sharded(root: Path, final: Path, step: int, model: nn.Module, optimizer
         tmp.mkdir()
     barrier()
     model_state, optim_state = get_state_dict(model, optimizers)  # DTensor shards, nothing gathered
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp / SHARDS)
+    state_dict = {"model": model_state, "optim": optim_state}
+    if async_save:  # staged to CPU now (training may change the weights right after), written in the background
+        future = dcp.async_save(state_dict, checkpoint_id=tmp / SHARDS, process_group=async_group())
+        future = getattr(future, "upload_completion", future)  # an AsyncSaveResponse with async staging
+    else:
+        dcp.save(state_dict, checkpoint_id=tmp / SHARDS)
+    seal_it = None
     if is_main():
         (tmp / CONFIG).mkdir()
         config = hf_config_dict(model.config, torch.float32)
@@ -140,7 +216,12 @@ def save_sharded(root: Path, final: Path, step: int, model: nn.Module, optimizer
             tokenizer.save_pretrained(tmp / CONFIG)
         state = dict(train_state, step=step, rng=rng_state(), format=FORMAT_SHARDED)
         atomic_write(tmp / STATE, lambda p: torch.save(state, p))
-        seal(tmp, final, step, recipe, FORMAT_SHARDED, keep_last)
+        seal_it = lambda: seal(tmp, final, step, recipe, FORMAT_SHARDED, keep_last)  # noqa: E731
+    if async_save:
+        _pending = PendingSave(future, final, seal_it)
+        return final
+    if seal_it is not None:
+        seal_it()
     barrier()
     return final
 

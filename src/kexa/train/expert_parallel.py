@@ -55,6 +55,7 @@ class ExpertParallelExperts(Experts):
         if E % ep:
             raise ValueError(f"expert parallelism needs num_experts ({E}) divisible by the ep size ({ep})")
         self.num_experts, self.ep_mesh = E, ep_mesh
+        self.fp8 = experts.fp8  # the FP8 GEMM backend enable_fp8 chose (applied before parallelize)
         # distribute_tensor scatters rank 0's full stacks, so every rank ends with the same experts
         # whatever its own initialisation was (on the meta device: shapes only, init_sharded fills them)
         self.gate_up_proj = nn.Parameter(distribute_tensor(experts.gate_up_proj.detach(), ep_mesh, [Shard(0)]))
@@ -85,9 +86,9 @@ class ExpertParallelExperts(Experts):
         offsets = local_counts.cumsum(0).to(torch.int32)
         # this rank's expert slices (El, ., .); under FSDP2 the DTensors are unsharded over dp_mod_ep here
         gate_up, down = self.gate_up_proj.to_local(), self.down_proj.to_local()
-        h = grouped_matmul(rows[regroup], gate_up, local_counts, offsets)  # (R, 2I)
+        h = grouped_matmul(rows[regroup], gate_up, local_counts, offsets, self.fp8)  # (R, 2I)
         gate, up = h.chunk(2, dim=-1)
-        y = grouped_matmul(F.silu(gate) * up, down, local_counts, offsets)  # (R, C)
+        y = grouped_matmul(F.silu(gate) * up, down, local_counts, offsets, self.fp8)  # (R, C)
         y = torch.empty_like(y).index_copy(0, regroup, y)  # back to (source rank, local expert) order
 
         # --- combine: reverse exchange, then the same fp32 weighting and sum as the local Experts

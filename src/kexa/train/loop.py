@@ -58,6 +58,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -67,6 +68,7 @@ from torch import nn
 
 from ..data.loader import IGNORE, Curriculum, PackedLoader, Stage, heldout_batches
 from ..data.shards import TokenShards
+from ..model import fp8
 from ..model.hf import CheckpointError
 from ..model.transformer import KExaone
 from . import checkpoint as ckpt
@@ -148,12 +150,16 @@ def autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def enable_fp8(model: nn.Module, device: torch.device) -> None:
-    """torchao float8 training for the nn.Linear layers (reference §9); refuses cleanly without SM89+."""
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-        where = "no CUDA device" if device.type != "cuda" else f"compute capability {torch.cuda.get_device_capability(device)}"
-        raise RecipeError(f"train.fp8 needs an NVIDIA GPU with compute capability >= 8.9 (Ada/Hopper); found {where}. "
-                          f"Set train.fp8 = false (bf16 autocast is used then).")
+def enable_fp8(model: nn.Module, device: torch.device, emulate: bool = False) -> str:
+    """FP8 training (reference §9): torchao Float8Linear (tensorwise) for the eligible nn.Linear layers and
+    FP8 grouped GEMMs for the routed experts (model/fp8.py: torchao's rowwise grouped GEMM on SM90+, one
+    scaled_mm per expert on SM89). Router, norms, embeddings, lm_head and the MTP projection stay high
+    precision. Refuses with one RecipeError line, changing nothing, without an SM89+ GPU or torchao.
+    `emulate`: both run as CPU emulations (numerics only, for tests). Returns the expert backend."""
+    try:
+        backend = "emulate" if emulate else fp8.select_backend(device)
+    except fp8.Fp8Unavailable as e:
+        raise RecipeError(f"train.fp8: {e}. Set train.fp8 = false (bf16 autocast is used then).") from None
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError as e:
@@ -161,11 +167,20 @@ def enable_fp8(model: nn.Module, device: torch.device) -> None:
 
     def keep(module: nn.Module, fqn: str) -> bool:
         # head and MTP projection stay bf16 (DeepSeek-V3 FP8 recipe); FP8 GEMMs need dims % 16 == 0.
-        # Routers are not nn.Linear and expert stacks are 3-D parameters: both stay in bf16/fp32.
+        # Routers are not nn.Linear (fp32, untouched); the 3-D expert stacks are converted below.
         return (isinstance(module, nn.Linear) and fqn != "lm_head" and not fqn.startswith("mtp.fc")
                 and module.in_features % 16 == 0 and module.out_features % 16 == 0)
 
-    convert_to_float8_training(model, module_filter_fn=keep, config=Float8LinearConfig.from_recipe_name("tensorwise"))
+    try:
+        fp8.convert_experts(model, backend)  # checks every expert's shapes before flagging any
+    except fp8.Fp8Unavailable as e:
+        raise RecipeError(f"train.fp8: {e}. Set train.fp8 = false (bf16 autocast is used then).") from None
+    if backend == "scaled_mm":
+        warnings.warn(f"train.fp8: no FP8 grouped GEMM on this GPU (compute capability "
+                      f"{torch.cuda.get_device_capability(device)}; torchao's needs SM90 and torchao >= 0.18): "
+                      f"the routed experts run one torch._scaled_mm per expert", stacklevel=2)
+    convert_to_float8_training(model, module_filter_fn=keep, config=Float8LinearConfig(emulate=emulate))
+    return backend
 
 
 class StopFlag:
@@ -390,7 +405,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         state = {"loader": loader.state_dict(), "skipped": skipped, "tokens": tokens_seen}
         # with the tokenizer, every checkpoint's model/ is a complete model folder (eval, extend --init-from)
         return ckpt.save_checkpoint(run_dir, at, model, optimizers, state, recipe.to_dict(), tc.keep_last,
-                                    tokenizer=data.tokenizer)
+                                    tokenizer=data.tokenizer, async_save=tc.async_checkpoint)
 
     bar = None
     if main and not quiet:
@@ -404,6 +419,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
     try:
         with StopFlag() as stop:
             while step < tc.steps:
+                ckpt.poll_pending()  # seal an async checkpoint as soon as its background write is done
                 t0 = time.perf_counter()
                 lr = set_lr(optimizers, recipe.schedule.factor(step, tc.steps))
                 stage = loader.stage
@@ -490,6 +506,12 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
                     break
                 if tc.save_every and step % tc.save_every == 0 and not last:
                     save(step)
+    except BaseException:
+        try:  # let the last good async checkpoint finish and be sealed (no collective: other ranks may be gone)
+            ckpt.wait_pending(sync_ranks=False)
+        except Exception as e:
+            warnings.warn(f"{e}", stacklevel=1)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -498,7 +520,7 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
 
     model_dir = None
     if interrupted is None:
-        save(step)
+        save(step)  # under torchrun with train.async_checkpoint, written while the model is exported below
         model_dir = run_dir / "model"
         if export_model is not None:
             model = export_model(model)
@@ -511,7 +533,8 @@ def train(recipe: Recipe, run_dir: str | Path, data: TrainData, *, resume: bool 
         if main and tc.plot:
             from ..plots import plot_run
             plot_run(run_dir / METRICS, run_dir / "training.png")
-    elif main and not quiet:
+    ckpt.wait_pending()  # every rank returns with its last checkpoint complete and sealed
+    if interrupted is not None and main and not quiet:
         print(f"{interrupted}: saved checkpoint at step {step} in {ckpt.checkpoint_dir(run_dir)}; "
               f"continue with --resume")
     if main and not quiet and interrupted is None:

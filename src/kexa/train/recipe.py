@@ -79,7 +79,7 @@ class TrainConfig:
     steps: int = 150  # optimiser steps
     seed: int = 0
     dtype: str = "bf16"  # autocast dtype for the forward: "bf16" or "fp32" (weights stay fp32)
-    fp8: bool = False  # torchao float8 training of the Linear layers (needs an SM89+ GPU)
+    fp8: bool = False  # FP8 GEMMs: Linear layers (torchao float8) and routed experts (model/fp8.py); SM89+ GPU
     threads: int = 0  # torch CPU threads set by the command (0: torch's default; 1 wins on a busy shared CPU)
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda"
     activation_checkpointing: bool = False
@@ -89,6 +89,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     save_every: int = 0  # 0: save only at the end and on SIGINT/SIGTERM
     keep_last: int = 2  # checkpoints kept in run_dir/checkpoints
+    async_checkpoint: bool = True  # under torchrun: sharded saves written in the background (dcp.async_save)
     max_bad_steps: int = 5  # consecutive non-finite steps before aborting
     plot: bool = True  # PNG of loss and balance curves at the end (needs matplotlib)
 
@@ -137,7 +138,7 @@ class Recipe:
 SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "optim": OptimConfig, "schedule": WSD, "balance": BalanceConfig, "train": TrainConfig}
 # may differ between a run and its resumption without changing the computation already done
 RESUMABLE_CHANGES = {"train.steps", "train.threads", "train.compile", "train.log_every", "train.eval_every", "train.save_every", "train.keep_last",
-                     "train.max_bad_steps", "train.plot", "data.cache_dir", "data.corpus", "data.tokenizer"}
+                     "train.async_checkpoint", "train.max_bad_steps", "train.plot", "data.cache_dir", "data.corpus", "data.tokenizer"}
 
 
 def _section(cls, values: dict[str, Any], where: str):
