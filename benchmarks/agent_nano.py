@@ -86,7 +86,7 @@ def main() -> None:
               f"calls {len(calls)} valid {out[name]['tool_call_validity']}", flush=True)
     print(f"solver pass rate {solver:.3f}; with / without sub-agents: "
           f"{out['with_subagents']['pass_rate']:.3f} / {out['without_subagents']['pass_rate']:.3f}")
-    print("wrote", write_result(args.out, out))
+    write_result(args.out, out)
 
 
 if __name__ == "__main__":
