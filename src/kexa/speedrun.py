@@ -137,11 +137,18 @@ class SpeedrunConfig:
                                  "rl.eval_max_new_tokens=192",
                                  'source=[{name = "arith", task = "arith", tiers = [1]}, '
                                  '{name = "lookup", task = "lookup", tiers = [1]}]'],
-                   # preference: configs/preference_nano.toml cut to 6 GROUPER steps, 128-token replies
+                   # preference: configs/preference_nano.toml cut to 6 GROUPER steps, 128-token replies, its
+                   # rule rewards only: the local rubric judge (a frozen copy of the input model reading every
+                   # reply under each rubric) took 279 s of a step on nano here, and a nano judge scores noise
                    preference=REPO / "configs/preference_nano.toml",
                    preference_overrides=["train.steps=6", "train.eval_every=0", "train.save_every=3",
                                          "preference.max_new_tokens=128", "preference.eval_n=2",
-                                         "preference.eval_max_new_tokens=128"],
+                                         "preference.eval_max_new_tokens=128", "judge.kind=none",
+                                         'reward=[{name = "template", weight = 1.0}, '
+                                         '{name = "language", weight = 1.0, domains = ["chat", "creative", "safety", '
+                                         '"instruct"]}, {name = "length", weight = 0.5, min_chars = 16, '
+                                         'max_chars = 1500, domains = ["chat", "creative", "safety"]}, '
+                                         '{name = "task", weight = 2.0}, {name = "safety", weight = 2.0}]'],
                    # eval: 5 items per suite and mode, 160 tokens (a short think block, then the answer)
                    eval_limit=5, eval_max_tokens=160,
                    eval_options={"agentic": {"max_steps": 4}, "translation": {"directions": "en-ko,ko-en"}},
