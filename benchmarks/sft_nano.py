@@ -35,6 +35,7 @@ def main() -> None:
 
     import kexa.tasks
     from kexa.eval.niah import wilson_interval
+    from kexa.eval.targets import accuracy_rows
     from kexa.eval.tasks_eval import evaluate_tasks
     from kexa.model.transformer import KExaone
     from kexa.tokenizer import Tokenizer
@@ -45,14 +46,10 @@ def main() -> None:
     tasks = {name: kexa.tasks.get(name) for name in kexa.tasks.names()}
     rep = evaluate_tasks(model, tok, tasks, langs, n=args.n, tier=1, max_new_tokens=args.max_new_tokens, samples=6)
     per_cell = args.n * len(langs)
+    rows = {mode: accuracy_rows(rep, mode) for mode in ("reasoning", "non_reasoning")}
     families = {}
     for name in tasks:
-        row = {}
-        for mode in ("reasoning", "non_reasoning"):
-            acc = rep["accuracy_by_task"][mode][name]
-            k = round(acc * per_cell)
-            row[mode] = {"accuracy": acc, "interval": list(wilson_interval(k, per_cell)),
-                         "by_lang": rep["accuracy"][mode][name]}
+        row = {mode: {k: rows[mode][name][k] for k in ("accuracy", "interval", "by_lang")} for mode in rows}
         row["reasoning_minus_plain"] = row["reasoning"]["accuracy"] - row["non_reasoning"]["accuracy"]
         families[name] = row
     total = per_cell * len(tasks)

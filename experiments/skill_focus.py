@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import kexa.tasks
-    from kexa.eval.niah import wilson_interval
+    from kexa.eval.targets import accuracy_rows
     from kexa.eval.tasks_eval import evaluate_tasks
     from kexa.model.transformer import KExaone
     from kexa.tokenizer import Tokenizer
@@ -64,11 +64,8 @@ def main() -> None:
         model, tok = KExaone.from_pretrained(folder), Tokenizer.from_pretrained(folder)
         rep = evaluate_tasks(model, tok, tasks, langs, n=args.n, tier=1, modes=("reasoning",), seed=1,
                              temperature=1.0, top_p=0.95, max_new_tokens=192, samples=2)
-        row = {}
-        for task, acc in rep["accuracy_by_task"]["reasoning"].items():
-            k, total = round(acc * args.n * len(langs)), args.n * len(langs)
-            row[task] = {"accuracy": acc, "interval": list(wilson_interval(k, total)),
-                         "by_lang": rep["accuracy"]["reasoning"][task]}
+        row = {task: {k: r[k] for k in ("accuracy", "interval", "by_lang")}
+               for task, r in accuracy_rows(rep, "reasoning").items()}
         out["models"][name] = {"folder": str(folder), "accuracy": row, "compliance": rep["compliance"]["reasoning"],
                                "samples": rep["samples"]}
         print(name, {t: round(r["accuracy"], 3) for t, r in row.items()}, "compliance", rep["compliance"]["reasoning"],

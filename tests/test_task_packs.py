@@ -77,6 +77,8 @@ def test_a_recipe_weighting_tasks_gets_the_source_and_unknown_families_are_one_e
     bad = recipe_from_dict(d | {"data": d["data"] | {"tasks": ["arith", "nope"]}})
     with pytest.raises(RecipeError, match="data.tasks: unknown task 'nope'"):
         prepare_tasks(bad, tok, ["en"], tmp_path / "cache")
+    with pytest.raises(RecipeError, match=r"data.task_tiers \[7\]: tier\(s\) \[7\] not offered"):
+        prepare_tasks(recipe_from_dict(d | {"data": d["data"] | {"task_tiers": [7]}}), tok, ["en"], tmp_path / "cache")
     with pytest.raises(RecipeError, match="task_reasoning_ratio"):
         recipe_from_dict(d | {"data": d["data"] | {"task_reasoning_ratio": 1.5}})
 
@@ -89,14 +91,24 @@ def test_newcombe_interval_matches_the_published_example():
     assert lo < 0 < hi and math.isclose(-lo, hi)
 
 
+def tool(name, **params):
+    return {"type": "function", "function": {"name": name, "parameters": {
+        "type": "object", "properties": {k: {"type": v} for k, v in params.items()}, "required": list(params)}}}
+
+
+CALC, WEATHER = tool("calculator", expression="string"), tool("weather", city="string")
+
+
 def test_tool_call_validity_needs_a_declared_name_and_json_object_arguments():
     call = '<tool_call>{"name": "calculator", "arguments": {"expression": "2 * 3"}}</tool_call><|endofturn|>'
-    assert tool_call_valid("I need the calculator.\n</think>\n\n" + call, ["calculator"])
-    assert tool_call_valid(call, ["calculator", "weather"])
-    assert not tool_call_valid(call, ["weather"])  # not a declared tool
-    assert not tool_call_valid('<tool_call>{"name": "calculator", "arguments": "2 * 3"}</tool_call>', ["calculator"])
-    assert not tool_call_valid('<tool_call>{"name": "calculator", "arguments": {</tool_call>', ["calculator"])
-    assert not tool_call_valid("6<|endofturn|>", ["calculator"])  # answered without calling
+    assert tool_call_valid("I need the calculator.\n</think>\n\n" + call, [CALC])
+    assert tool_call_valid(call, [CALC, WEATHER])
+    assert not tool_call_valid(call, [WEATHER])  # not a declared tool
+    assert not tool_call_valid('<tool_call>{"name": "calculator", "arguments": "2 * 3"}</tool_call>', [CALC])
+    assert not tool_call_valid('<tool_call>{"name": "calculator", "arguments": {</tool_call>', [CALC])
+    assert not tool_call_valid("6<|endofturn|>", [CALC])  # answered without calling
+    # the declared schema decides: a missing required argument is not a valid call
+    assert not tool_call_valid('<tool_call>{"name": "calculator", "arguments": {"expr": "2"}}</tool_call>', [CALC])
 
 
 def test_rl_gain_pools_modes_and_tasks_with_counts():

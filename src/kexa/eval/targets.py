@@ -9,7 +9,7 @@ report's sampling settings (temperature 1.0, top-p 0.95) unless a target says ot
     compliance    chat-template compliance (kexa.eval.tasks_eval.score_reply) over every family,
                   in reasoning and in non-reasoning mode                               target >= 0.95 each
     tool_calls    held-out tool-use prompts (`tool` tier 1, reasoning mode) answered with a call of a
-                  declared tool whose arguments parse as a JSON object                 target >= 0.80
+                  declared tool whose arguments are a JSON object matching its schema  target >= 0.80
     niah          needle in a haystack at 8x the pre-training length, >= 50 cases, greedy (a retrieval
                   probe, as kexa.eval.niah always runs it)                             target >= 0.90
     short_loss    held-out short-context loss after context extension vs before        target <= +2%
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 from pathlib import Path
 from typing import Any
@@ -56,8 +55,8 @@ def _row(name: str, value: float | None, threshold: float, met: bool | None, **e
     return {"target": name, "value": value, "threshold": threshold, "met": met, **extra}
 
 
-def _accuracy_rows(report: dict, mode: str) -> dict[str, dict]:
-    """task -> {"accuracy", "n", "correct", "interval", "by_lang"} from an evaluate_tasks report."""
+def accuracy_rows(report: dict, mode: str) -> dict[str, dict]:
+    """task -> {"accuracy", "n", "correct", "interval" (95% Wilson), "by_lang"} from an evaluate_tasks report."""
     n = report["n_per_cell"]
     out = {}
     for task, by_lang in report["accuracy"][mode].items():
@@ -68,27 +67,20 @@ def _accuracy_rows(report: dict, mode: str) -> dict[str, dict]:
     return out
 
 
-def tool_call_valid(reply: str, declared: list[str]) -> bool:
-    """A reply (text after the generation prompt) calls a declared tool with a JSON-object argument."""
+def tool_call_valid(reply: str, tools: list[dict]) -> bool:
+    """A reply (text after the generation prompt) calls at least one tool, and every call is valid by the
+    agentic suite's rule (`call_is_valid`: a declared tool, JSON-object arguments that match its schema)."""
     from ..tokenizer import specials as S
     from ..tokenizer.chat import parse_response
+    from .suites.agentic import call_is_valid
     body = reply[: -len(S.END_OF_TURN)] if reply.endswith(S.END_OF_TURN) else reply
     if S.THINK_CLOSE in body:  # reasoning mode: the prompt opened <think>
         body = body.split(S.THINK_CLOSE, 1)[1]
     calls = parse_response(body)["tool_calls"]
     if not calls or body.count(S.TOOL_CALL_OPEN) != len(calls):
         return False
-    for call in calls:
-        fn = call.get("function", call)
-        args = fn.get("arguments")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                return False
-        if fn.get("name") not in declared or not isinstance(args, dict):
-            return False
-    return True
+    return all(call_is_valid(c.get("function", c).get("name"), c.get("function", c).get("arguments"), tools)
+               for c in calls)
 
 
 def rl_gain(rl_eval: dict) -> dict[str, Any]:
@@ -97,7 +89,7 @@ def rl_gain(rl_eval: dict) -> dict[str, Any]:
     counts = {}
     for when in ("before", "after"):
         rep = rl_eval[when]
-        rows = [r for mode in rep["accuracy"] for r in _accuracy_rows(rep, mode).values()]
+        rows = [r for mode in rep["accuracy"] for r in accuracy_rows(rep, mode).values()]
         counts[when] = (sum(r["correct"] for r in rows), sum(r["n"] for r in rows))
     (k1, n1), (k2, n2) = counts["before"], counts["after"]
     lo, hi = newcombe_interval(k1, n1, k2, n2)
@@ -172,7 +164,7 @@ def measure_targets(model_dir: str | Path, run_dir: str | Path, n: int = 20, com
     progress(f"targets: addition and lookup, {n} held-out problems per language, reasoning mode")
     skill = evaluate_tasks(model, tok, {"arith": kexa.tasks.get("arith"), "lookup": kexa.tasks.get("lookup")},
                            list(langs), n=n, tier=1, modes=("reasoning",), seed=1, **sampled)
-    acc = _accuracy_rows(skill, "reasoning")
+    acc = accuracy_rows(skill, "reasoning")
     details["skills"] = {"accuracy": acc, "samples": skill["samples"]}
     for target, task in (("addition", "arith"), ("lookup", "lookup")):
         a = acc[task]

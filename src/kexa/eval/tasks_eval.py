@@ -73,7 +73,7 @@ def evaluate_tasks(model, tokenizer, tasks: dict[str, Any], langs: list[str], n:
     """Replies to held-out prompts in each mode (greedy by default; `temperature`/`top_p` for the report's
     sampling settings, seeded) -> accuracy (mode -> task -> lang), accuracy per mode and task, compliance
     per mode and per check, and a few sample chats; `keep_items` adds every (task, lang, mode, reply,
-    reward) row under "items". Restores train mode."""
+    reward, compliant, the declared tools) row under "items". Restores train mode."""
     was_training = model.training
     engine = Engine(model)  # puts the model in eval mode
     problems = heldout_prompts(tasks, langs, n, tier, seed)
@@ -103,8 +103,7 @@ def evaluate_tasks(model, tokenizer, tasks: dict[str, Any], langs: list[str], n:
                 if keep_items:
                     report.setdefault("items", []).append(
                         {"task": name, "lang": lang, "mode": mode, "reply": text, "reward": reward,
-                         "compliant": scored["compliant"], "tools": [t["function"]["name"] for t in ex.tools or []
-                                                                      if "function" in t]})
+                         "compliant": scored["compliant"], "tools": ex.tools or []})
             report["accuracy"][mode] = {t: {lang: sum(v) / len(v) for lang, v in by.items()} for t, by in acc.items()}
             report["accuracy_by_task"][mode] = {t: sum(sum(v) for v in by.values()) / sum(len(v) for v in by.values())
                                                 for t, by in acc.items()}

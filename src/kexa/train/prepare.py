@@ -164,6 +164,10 @@ def prepare_tasks(recipe: Recipe, tokenizer, langs: list[str], cache: Path) -> T
         tasks = [kexa.tasks.get(n) for n in (dc.tasks or kexa.tasks.names())]
     except KeyError as e:
         raise RecipeError(f"data.tasks: {e.args[0]}") from None
+    unknown = sorted(set(dc.task_tiers) - {tier for t in tasks for tier in t.tiers})
+    if unknown or not dc.task_tiers:
+        raise RecipeError(f"data.task_tiers {dc.task_tiers}: tier(s) {unknown or 'none'} not offered by the tasks "
+                          f"{[t.name for t in tasks]} (they have tiers {sorted({x for t in tasks for x in t.tiers})})")
     langs = [lg for lg in langs if lg in kexa.tasks.LANGS] or list(kexa.tasks.LANGS)
     n_tokens = _run_tokens(recipe, source_share(recipe, TASKS))
     key = _short_hash(tokenizer.hf.to_str(), *[t.name for t in tasks], *langs, repr(dc.task_tiers),
