@@ -139,7 +139,8 @@ def main() -> None:
     train_mb = sum(p.stat().st_size for p in train) / 1e6
     print(f"corpus: {train_mb:.1f} MB train, {sum(len(d.encode()) for d in all_docs) / 1e6:.2f} MB held out, "
           f"domains {info.domains}", flush=True)
-    results = {"machine": platform.processor() or platform.machine(), "corpus": str(info.root),
+    results = {"command": "python " + " ".join(sys.argv),
+               "machine": platform.processor() or platform.machine(), "corpus": str(info.root),
                "corpus_max_bytes_per_domain": info.manifest.get("max_bytes_per_domain"),
                "train_mb": round(train_mb, 2), "runs": []}
 
