@@ -1,6 +1,7 @@
 """`kexa tokenizer …`: train, stats, encode, decode.
 
     kexa tokenizer train --input corpus.txt --vocab-size 16384 --out runs/tok [--plain] [--rule kexaone]
+    kexa tokenizer train --input cache/corpus --vocab-size 16384 --out runs/tok --stage2-balance 'code=1,*=equalize'
     kexa tokenizer stats --tokenizer runs/tok --input cache/corpus/ko/heldout.txt --json
     kexa tokenizer encode --tokenizer runs/tok --text "안녕하세요"
     kexa tokenizer decode --tokenizer runs/tok --ids 1234 567
@@ -37,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="stage-2 boundary rule: SuperBPE's (default) or K-EXAONE's released pre-tokenizer")
     t.add_argument("--max-words", type=int, default=4, help="max words per superword token (0 = no cap)")
     t.add_argument("--min-frequency", type=int, default=2)
+    t.add_argument("--stage2-balance", default=None, metavar="none|tokens|equalize|NAME=SHARE,…",
+                   help="which superwords stage 2 learns over the input groups (the domains of a corpus folder, "
+                        "else each --input as given): 'none' (raw pooled counts: original SuperBPE), 'tokens' "
+                        "(each group's relative token saving alike), 'equalize' (equal gains over plain BPE), or "
+                        "NAME=SHARE|equalize,… with '*' for the rest (default: 'code=1,stem=1,*=equalize')")
     t.add_argument("--utf8-errors", choices=["strict", "replace"], default="strict",
                    help="invalid UTF-8 in inputs: fail with the offset (default) or replace with U+FFFD")
     t.add_argument("--json", action="store_true", help="print a JSON summary last")
@@ -81,6 +87,37 @@ def _check_train_args(args) -> None:
     missing = [p for p in args.input if not Path(p).exists()]
     if missing:
         raise UsageError(f"--input: no such file or directory: {', '.join(missing)}")
+    if args.stage2_balance is not None:
+        args.stage2_balance = _parse_balance(args.stage2_balance)
+    if not args.plain:
+        from .textfiles import group_inputs
+        from .train import DEFAULT_STAGE2_BALANCE, check_stage2_balance
+        if args.stage2_balance is None:
+            args.stage2_balance = DEFAULT_STAGE2_BALANCE
+        groups = group_inputs(args.input)
+        try:
+            if len(groups) > 1:
+                check_stage2_balance(args.stage2_balance, groups)
+        except ValueError as e:
+            raise UsageError(f"--stage2-balance: {e}") from e
+
+
+def _parse_balance(text: str):
+    """'none' | 'tokens' | 'equalize' as is, 'a=2,b=equalize,*=1' -> {'a': 2.0, 'b': 'equalize', '*': 1.0}."""
+    from ..cli import UsageError
+    if text in ("none", "tokens", "equalize"):
+        return text
+    shares: dict = {}
+    for item in text.split(","):
+        name, sep, value = item.rpartition("=")
+        try:
+            share = value if value == "equalize" else float(value)
+        except ValueError:
+            share = None
+        if not sep or not name or share is None:
+            raise UsageError(f"--stage2-balance {text!r}: use none, tokens, equalize or NAME=SHARE|equalize,…")
+        shares[name] = share
+    return shares
 
 
 def _load_tokenizer(folder: str):
@@ -115,6 +152,7 @@ def main(argv: list[str]) -> int:
 
     if args.cmd == "train":
         _check_train_args(args)
+        from .textfiles import group_inputs
         from .train import DEFAULT_TRANSITION, train_bpe, train_superbpe
 
         t0 = time.perf_counter()
@@ -124,9 +162,9 @@ def main(argv: list[str]) -> int:
         else:
             tr = DEFAULT_TRANSITION if args.transition is None else args.transition
             tr = int(tr) if tr > 1 else float(tr)
-            tok = train_superbpe(args.input, args.vocab_size, transition=tr, rule=args.rule,
+            tok = train_superbpe(group_inputs(args.input), args.vocab_size, transition=tr, rule=args.rule,
                                  max_words=args.max_words or None, min_frequency=args.min_frequency,
-                                 errors=args.utf8_errors)
+                                 errors=args.utf8_errors, stage2_balance=args.stage2_balance)
         out = tok.save_pretrained(args.out)
         summary = {"out": str(out), "vocab_size": tok.vocab_size, "seconds": round(time.perf_counter() - t0, 2),
                    **{k: v for k, v in tok.meta.items() if k != "vocab_size"}}

@@ -13,6 +13,11 @@ counts live in a dict keyed by `a << 21 | b`; a lazy max-heap picks the best pai
 initial pairs come from one stable argsort (numpy), those of later pairs from per-pair position
 lists. Each merge then costs time proportional to its frequency, not to the corpus size.
 
+Weights (language-balanced stage 2, `train.stage2_weights`): each chunk may also carry a ranking
+weight apart from its count. Pairs are then picked by summed weight, while `min_frequency` still
+applies to the raw count (a pair seen once stays unmerged however heavy its language), so a second
+dict `seen` of raw pair counts is kept next to `pair_count`; without weights `seen` is `pair_count`.
+
 Semantics match HF's BPE encoder: occurrences are merged left to right (so `a a a` -> `aa a`), and
 ties between equally frequent pairs go to the smaller (left id, right id). The test suite checks
 that the segmentation reached here equals what the final `tokenizers` model produces.
@@ -38,19 +43,26 @@ def learn_merges(
     allows: Callable[[str], bool] = lambda token: True,
     min_frequency: int = 2,
     return_segmentation: bool = False,
+    weights: Sequence[int] | None = None,
 ):
     """Learn up to `num_merges` merges over weighted chunks of token ids.
 
     `id_to_token[i]` is the byte-level string of id i; new tokens get ids len(id_to_token), … and are
     appended to it. Returns the list of merged pairs `(left_id, right_id)` in rank order, and with
     `return_segmentation` also each input chunk's final id sequence (for tests).
+    `weights` (non-negative ints, one per chunk; default: the counts) rank the pairs; `min_frequency`
+    is always checked against the raw `counts`.
     """
     if len(id_to_token) + num_merges >= (1 << SHIFT):
         raise ValueError(f"vocabulary of {len(id_to_token) + num_merges} exceeds 2**{SHIFT}")
     lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
     total = int(lengths.sum())
     flat = np.fromiter((t for c in chunks for t in c), dtype=np.int64, count=total)
-    weights = np.repeat(np.asarray(counts, dtype=np.int64), lengths)
+    weighted = weights is not None
+    if weighted and len(weights) != len(chunks):
+        raise ValueError(f"weights: {len(weights)} values for {len(chunks)} chunks")
+    raw = np.repeat(np.asarray(counts, dtype=np.int64), lengths)  # (total,) chunk count at each position
+    weights = np.repeat(np.asarray(weights, dtype=np.int64), lengths) if weighted else raw  # (total,) ranking weight
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(chunks) else np.zeros(0, np.int64)
     ends = starts + lengths - 1
     nxt_np = np.arange(1, total + 1, dtype=np.int64)
@@ -66,15 +78,20 @@ def learn_merges(
     keys_sorted = keys0[order]
     pos_sorted = pos0[order]
     uniq, first = np.unique(keys_sorted, return_index=True)
-    sums = np.add.reduceat(weights[pos_sorted], first) if len(uniq) else np.zeros(0, np.int64)
-    pair_count: dict[int, int] = dict(zip(uniq.tolist(), sums.tolist()))
-    heap = [(-c, k) for k, c in pair_count.items() if c >= min_frequency]
+    def pair_sums(per_position: np.ndarray) -> dict[int, int]:
+        sums = np.add.reduceat(per_position[pos_sorted], first) if len(uniq) else np.zeros(0, np.int64)
+        return dict(zip(uniq.tolist(), sums.tolist()))
+
+    pair_count = pair_sums(weights)  # ranking: summed weight
+    seen = pair_sums(raw) if weighted else pair_count  # raw occurrences, for min_frequency
+    heap = [(-c, k) for k, c in pair_count.items() if seen[k] >= min_frequency]
     heapq.heapify(heap)
 
     sym = array("q", flat.tobytes())
     nxt = array("q", nxt_np.tobytes())
     prv = array("q", prv_np.tobytes())
     wt = array("q", weights.tobytes())
+    rw = array("q", raw.tobytes()) if weighted else wt
     extra: dict[int, list[int]] = {}  # positions of pairs created by merges (may be stale)
     banned: set[int] = set()
     merges: list[tuple[int, int]] = []
@@ -83,10 +100,10 @@ def learn_merges(
         negc, key = heapq.heappop(heap)
         count = pair_count.get(key, 0)
         if count != -negc:  # stale entry: counts only ever drop without a push
-            if count >= min_frequency:
+            if seen.get(key, 0) >= min_frequency:
                 heapq.heappush(heap, (-count, key))
             continue
-        if key in banned:
+        if key in banned or seen.get(key, 0) < min_frequency:  # (zero-weight occurrences may leave the weight as is)
             continue
         a, b = key >> SHIFT, key & MASK
         token = id_to_token[a] + id_to_token[b]
@@ -109,7 +126,7 @@ def learn_merges(
             q = nxt[p]
             if q < 0 or sym[q] != b:
                 continue
-            w = wt[p]
+            w, n = wt[p], rw[p]
             r = nxt[q]
             left = prv[p]
             # relink: p takes the new token, q disappears
@@ -124,6 +141,9 @@ def learn_merges(
                 pair_count[k_old] -= w
                 k_new = (sl << SHIFT) | new
                 pair_count[k_new] = pair_count.get(k_new, 0) + w
+                if weighted:
+                    seen[k_old] -= n
+                    seen[k_new] = seen.get(k_new, 0) + n
                 extra.setdefault(k_new, []).append(left)
                 touched.add(k_new)
             if r >= 0:
@@ -132,13 +152,16 @@ def learn_merges(
                 pair_count[k_old] -= w
                 k_new = (new << SHIFT) | sr
                 pair_count[k_new] = pair_count.get(k_new, 0) + w
+                if weighted:
+                    seen[k_old] -= n
+                    seen[k_new] = seen.get(k_new, 0) + n
                 extra.setdefault(k_new, []).append(p)
                 touched.add(k_new)
         pair_count.pop(key, None)
+        seen.pop(key, None)
         for k in touched:
-            c = pair_count.get(k, 0)
-            if c >= min_frequency:
-                heapq.heappush(heap, (-c, k))
+            if seen.get(k, 0) >= min_frequency:
+                heapq.heappush(heap, (-pair_count[k], k))
 
     if not return_segmentation:
         return merges

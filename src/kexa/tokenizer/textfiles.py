@@ -22,6 +22,20 @@ class InvalidUTF8Error(ValueError):
     """A training file is not valid UTF-8 (and errors='strict')."""
 
 
+def group_inputs(paths: Iterable[str | os.PathLike]) -> dict[str, list[Path]]:
+    """Training inputs as stage-2 balance groups: a corpus folder gives one group per domain (named by
+    it), any other file or folder one group named by the argument as given."""
+    groups: dict[str, list[Path]] = {}
+    for p in map(Path, paths):
+        if p.is_dir() and (p / "manifest.json").exists():
+            domains = json.loads((p / "manifest.json").read_text("utf-8")).get("domains", {})
+            for name, d in domains.items():
+                groups.setdefault(name, []).append(p / d["files"]["train"]["txt"])
+        else:
+            groups.setdefault(str(p), []).extend(expand([p]))
+    return groups
+
+
 def expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files as given; directories become their .txt/.jsonl/.parquet files (recursively, sorted),
     except a corpus folder from `kexa data corpus` (it has a manifest.json): its train .txt files."""

@@ -4,8 +4,9 @@
                 per-domain train/held-out) in CACHE/corpus-<bytes>; or a folder written by
                 `kexa data corpus --out DIR` (which also takes the user's own text folders)
     tokenizer   data.tokenizer = "train": SuperBPE (`kexa.tokenizer.train_superbpe`, with the recipe's
-                [tokenizer] transition and rule) on the corpus's train split, cached in
-                CACHE/tokenizer-<hash of corpus key, vocab size, transition, rule>; or a folder
+                [tokenizer] transition, rule and stage2_balance over the corpus domains) on the corpus's
+                train split, cached in CACHE/tokenizer-<hash of corpus key, vocab size, transition, rule,
+                balance>; or a folder
     shards      CACHE/shards-<hash of tokenizer.json, corpus key>/<domain>/{train,heldout}: one
                 document per corpus .jsonl line, EOS-terminated (kexa.data.shards)
     synthetic   only when the mixture (a curriculum stage or data.weights) weights the source
@@ -77,17 +78,28 @@ def prepare_corpus(recipe: Recipe, cache: Path):
 
 def prepare_tokenizer(recipe: Recipe, corpus, cache: Path):
     from ..tokenizer import Tokenizer, train_superbpe
+    from ..tokenizer.train import check_stage2_balance
     dc = recipe.data
     if dc.tokenizer != "train":
         return Tokenizer.from_pretrained(dc.tokenizer)
     tc = recipe.tokenizer
-    folder = cache / f"tokenizer-{_short_hash(corpus.manifest.get('key', str(corpus.root)), str(dc.vocab_size), repr(tc.transition), tc.rule)}"
+    balance = tc.stage2_balance
+    # "none" hashes as before the setting existed, so those cached tokenizers stay valid
+    extra = () if balance == "none" else (json.dumps(balance, sort_keys=True),)
+    folder = cache / f"tokenizer-{_short_hash(corpus.manifest.get('key', str(corpus.root)), str(dc.vocab_size), repr(tc.transition), tc.rule, *extra)}"
     if (folder / "tokenizer.json").exists():
         return Tokenizer.from_pretrained(folder)
-    log.info("training a %d-token SuperBPE tokenizer (transition %s, rule %s) on %s", dc.vocab_size, tc.transition,
-             tc.rule, corpus.root)
-    tok = train_superbpe([str(f) for f in corpus.files("train")], vocab_size=dc.vocab_size,
-                         transition=tc.transition, rule=tc.rule)
+    log.info("training a %d-token SuperBPE tokenizer (transition %s, rule %s, stage-2 balance %s) on %s",
+             dc.vocab_size, tc.transition, tc.rule, tc.stage2_balance, corpus.root)
+    # one stage-2 balance group per domain: a corpus folder holds DOMAIN/train.txt
+    groups = {Path(f).parent.name: [str(f)] for f in corpus.files("train")}
+    try:
+        if len(groups) > 1:  # a {domain: share} table must name the corpus's domains
+            check_stage2_balance(balance, groups)
+    except ValueError as e:
+        raise RecipeError(f"[tokenizer] {e}") from e
+    tok = train_superbpe(groups, vocab_size=dc.vocab_size, transition=tc.transition, rule=tc.rule,
+                         stage2_balance=balance)
     tok.save_pretrained(folder)
     return Tokenizer.from_pretrained(folder)
 

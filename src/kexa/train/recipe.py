@@ -63,11 +63,17 @@ class TokenizerConfig:
     transition: float = 0.5  # stage-1 share of the learned tokens (float in (0, 1]) or stage-1 size (int);
     #                          0.5 = kexa.tokenizer.train.DEFAULT_TRANSITION; the report's ~20% superwords = 0.8
     rule: str = "superbpe"  # stage-2 boundary rule: "superbpe" or "kexaone" (K-EXAONE's released pre-tokenizer)
+    # which superwords stage 2 learns (kexa.tokenizer.train.balance_plan): the default equalises every corpus
+    # domain's gain over plain BPE but code's and stem's; "none" (raw pooled counts: original SuperBPE),
+    # "tokens" (each domain's relative token saving alike), "equalize", or {domain = share | "equalize", "*" = …}
+    stage2_balance: str | dict = field(default_factory=lambda: {"code": 1.0, "stem": 1.0, "*": "equalize"})
 
     def __post_init__(self) -> None:
         from ..tokenizer.pretokenize import RULES
+        from ..tokenizer.train import check_stage2_balance
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {sorted(RULES)}, got {self.rule!r}")
+        check_stage2_balance(self.stage2_balance)
         t = self.transition
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 < t <= 1 if isinstance(t, float) else t > 384):
             raise ValueError(f"transition must be a fraction in (0, 1] of the learned tokens or a stage-1 vocabulary "
@@ -222,8 +228,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# keys added after recipes were first saved: a checkpoint without one ran with this value
+ADDED_KEYS = {"tokenizer.stage2_balance": "none"}
+
+
 def resume_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Differences between a checkpoint's recipe and the current one that make resuming wrong."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = ADDED_KEYS | _flatten(saved), _flatten(current)
     return [f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
