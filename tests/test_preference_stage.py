@@ -101,6 +101,11 @@ def test_stage_logs_every_part_keeps_the_router_frozen_and_evaluates_before_and_
     assert set(report["before"]["metrics"]) | {"eval/win_rate_vs_input"} == set(report["after"]["metrics"])
     assert report["after"]["samples"] and len(report["before"]["judge_scores"]) == len(report["after"]["judge_scores"])
     assert "eval/over_refusal" in report["after"]["metrics"]  # the held-out safety set has benign look-alikes
+    gain = report["rule_gain"]  # paired over the same held-out prompts
+    assert len(report["before"]["rule_scores"]) == len(report["after"]["rule_scores"]) == gain["n"]
+    assert gain["gain"] == pytest.approx(report["after"]["metrics"]["eval/rule_score"]
+                                         - report["before"]["metrics"]["eval/rule_score"])
+    assert gain["interval"][0] <= gain["gain"] <= gain["interval"][1]
     before, after = KExaone.from_pretrained(start / "model"), KExaone.from_pretrained(run / "model")
     for a, b in zip(routers(before), routers(after)):
         assert torch.equal(a.weight, b.weight)  # the router is frozen ...

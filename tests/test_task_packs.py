@@ -10,7 +10,7 @@ import pytest
 
 from kexa.data.shards import TokenShards
 from kexa.data.task_packs import write_task_shards
-from kexa.eval.targets import newcombe_interval, rl_gain, tool_call_valid
+from kexa.eval.targets import newcombe_interval, paired_mean_interval, rl_gain, tool_call_valid
 from sft_fixtures import AddTask, make_tokenizer
 
 
@@ -89,6 +89,17 @@ def test_newcombe_interval_matches_the_published_example():
     assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
     lo, hi = newcombe_interval(5, 10, 5, 10)
     assert lo < 0 < hi and math.isclose(-lo, hi)
+
+
+def test_paired_mean_interval_uses_the_pairing():
+    before = [0.0, 1.0, 2.0, 3.0, 4.0] * 8  # a wide spread across prompts ...
+    after = [b + 0.5 for b in before]  # ... and the same +0.5 on every one: the paired interval is exact
+    assert paired_mean_interval(before, after) == pytest.approx((0.5, 0.5))
+    noisy = [b + (0.5 if i % 2 else -0.5) for i, b in enumerate(before)]  # as many up as down
+    lo, hi = paired_mean_interval(before, noisy)
+    assert lo < 0 < hi
+    with pytest.raises(ValueError, match="equal non-empty"):
+        paired_mean_interval([1.0], [1.0, 2.0])
 
 
 def tool(name, **params):

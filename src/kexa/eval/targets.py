@@ -51,6 +51,20 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]
     return d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
 
 
+def paired_mean_interval(before: list[float], after: list[float], resamples: int = 10_000,
+                         seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of mean(after - before) over the same items scored twice (the
+    preference stage's held-out prompts answered greedily by the input and the trained model): the
+    pairing removes the prompts' own spread, and scores summed from several rules are not proportions."""
+    import numpy as np
+    if len(before) != len(after) or not before:
+        raise ValueError(f"paired scores need two equal non-empty lists, got {len(before)} and {len(after)}")
+    d = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(resamples, len(d)))
+    means = d[idx].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
 def _row(name: str, value: float | None, threshold: float, met: bool | None, **extra) -> dict[str, Any]:
     return {"target": name, "value": value, "threshold": threshold, "met": met, **extra}
 

@@ -464,6 +464,7 @@ def evaluate_heldout(model, tokenizer, pr: PreferenceRecipe, rows: list, funcs: 
             totals, parts = score_rows(rule, {k: weights[k] for k in rule}, rows, texts, [mode] * len(rows))
             m = report["metrics"]
             m["eval/rule_score"] = sum(totals) / len(totals)
+            report["rule_scores"] = totals  # per held-out prompt: the before/after gain is paired (rule_gain)
             for domain in sorted({r.domain for r in rows}):
                 m[f"eval/rule_score/{domain}"] = _mean(t for t, r in zip(totals, rows) if r.domain == domain)
             for name, values in parts.items():
@@ -492,6 +493,16 @@ def evaluate_heldout(model, tokenizer, pr: PreferenceRecipe, rows: list, funcs: 
         model.train(was_training)
     report["metrics"] = {k: v for k, v in report["metrics"].items() if v is not None}
     return report
+
+
+def rule_gain(before: list[float], after: list[float]) -> dict[str, Any]:
+    """Held-out rule score after - before on the same prompts, with its paired 95% bootstrap interval
+    (issue target: up, with an interval that excludes 0)."""
+    from ..eval.targets import paired_mean_interval
+    lo, hi = paired_mean_interval(before, after)
+    b, a = sum(before) / len(before), sum(after) / len(after)
+    return {"before": b, "after": a, "gain": a - b, "interval": [lo, hi], "n": len(after),
+            "improved": sum(y > x for x, y in zip(before, after)), "worse": sum(y < x for x, y in zip(before, after))}
 
 
 def win_rate(after: list, before: list) -> float | None:
@@ -568,6 +579,8 @@ def preference(pr: PreferenceRecipe, run_dir: str | Path, init_from: str | Path,
                    load_model=lambda path: batches.attach(KExaone.from_pretrained(path)),
                    step_metrics=lambda m: batches.step_metrics())
     reports["judge"] = judge_counts(judges)
+    if "rule_scores" in reports.get("before", {}) and "rule_scores" in reports.get("after", {}):
+        reports["rule_gain"] = rule_gain(reports["before"]["rule_scores"], reports["after"]["rule_scores"])
     eval_path.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n", "utf-8")
     return result
 
