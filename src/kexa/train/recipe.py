@@ -234,6 +234,9 @@ ADDED_KEYS = {"tokenizer.stage2_balance": "none"}
 
 def resume_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Differences between a checkpoint's recipe and the current one that make resuming wrong."""
-    a, b = ADDED_KEYS | _flatten(saved), _flatten(current)
+    a, b = _flatten(saved), _flatten(current)
+    for key, value in ADDED_KEYS.items():  # a table value flattens to key.sub-keys: present then too
+        if not any(k == key or k.startswith(key + ".") for k in a):
+            a[key] = value
     return [f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
