@@ -1,6 +1,7 @@
 """SuperBPE training, the Tokenizer wrapper and HF compatibility, on a tiny multilingual corpus."""
 
 import json
+import random
 import time
 import unicodedata
 
@@ -169,8 +170,10 @@ def _assert_tokens_inside_chunks(tok, text, pattern):
     assert not crossing, crossing[:5]
 
 
-def test_stage2_segmentation_equals_hf_encoding(corpus_file):
-    """The exact stage-2 loop ends with the segmentation that the saved HF model reproduces."""
+@pytest.mark.parametrize("weighted", [False, True])
+def test_stage2_segmentation_equals_hf_encoding(corpus_file, weighted):
+    """The exact stage-2 loop ends with the segmentation that the saved HF model reproduces, also when
+    pairs are ranked by per-chunk weights (the language-balanced stage 2)."""
     rule = RULES["superbpe"]
     vocab, merges = _stage1([corpus_file], 700, rule.stage1, 2, "strict")
     counter = count_chunks([corpus_file], rule.stage2)
@@ -179,8 +182,10 @@ def test_stage2_segmentation_equals_hf_encoding(corpus_file):
     id_to_token = [None] * len(vocab)
     for t, i in vocab.items():
         id_to_token[i] = t
+    rng = random.Random(0)
+    weights = [counter[c] * rng.randint(1, 50) for c in chunks] if weighted else None
     pairs, final = learn_merges(segs, [counter[c] for c in chunks], id_to_token, 400, rule.allows,
-                                return_segmentation=True)
+                                return_segmentation=True, weights=weights)
     assert len(pairs) == 400
     merges = merges + [(id_to_token[a], id_to_token[b]) for a, b in pairs]
     for t in id_to_token[len(vocab):]:

@@ -7,9 +7,8 @@ import random
 import pytest
 
 from kexa.tokenizer import train_bpe, train_superbpe
-from kexa.tokenizer.pretokenize import RULES
 from kexa.tokenizer.superword import learn_merges
-from kexa.tokenizer.train import _stage1, balance_plan, count_chunks, segment_chunks, stage2_weights
+from kexa.tokenizer.train import balance_plan, stage2_weights
 
 VOCAB, TRANSITION = 1400, 900
 LATIN = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]  # 70 open syllables
@@ -92,30 +91,6 @@ def test_stage2_weights_are_share_over_stage1_tokens():
     assert weights == [10 * 10_000 + 1 * 50_000, 4 * 50_000]
     weights, per_group = stage2_weights(groups, chunks, lengths, {"a": 3, "b": 0})
     assert per_group == {"a": 1.0, "b": 0.0} and weights == [10 * 10_000, 0]
-
-
-def test_weighted_segmentation_equals_hf_encoding(two_languages):
-    """With weights the loop still ends where the saved HF model (rank-order merges) would."""
-    rule = RULES["superbpe"]
-    files = two_languages["en"] + two_languages["ko"]
-    vocab, merges = _stage1(files, 700, rule.stage1, 2, "strict")
-    counter = count_chunks(files, rule.stage2)
-    chunks = [c for c in counter if len(c) > 1]
-    segs = segment_chunks(chunks, vocab, merges)
-    id_to_token = [None] * len(vocab)
-    for t, i in vocab.items():
-        id_to_token[i] = t
-    r = random.Random(0)
-    weights = [counter[c] * r.randint(1, 50) for c in chunks]
-    pairs, final = learn_merges(segs, [counter[c] for c in chunks], id_to_token, 400, rule.allows,
-                                return_segmentation=True, weights=weights)
-    assert len(pairs) == 400
-    merges = merges + [(id_to_token[a], id_to_token[b]) for a, b in pairs]
-    for t in id_to_token[len(vocab):]:
-        vocab[t] = len(vocab)
-    hf_segs = segment_chunks(chunks, vocab, merges)
-    mismatched = [c for c, a, b in zip(chunks, final, hf_segs) if a != b]
-    assert not mismatched, mismatched[:3]
 
 
 def test_weights_rank_pairs_but_min_frequency_counts_occurrences():
